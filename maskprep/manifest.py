@@ -1,0 +1,156 @@
+"""The manifest: one JSON line per output (or per skipped/failed input), the contract between stages.
+
+Every stage writes ``manifest.jsonl`` at the root of its output tree. Each record says which input
+file an output came from (``source``, relative to the input root), which original photo it descends
+from (``origin``, carried through every stage), what was done (``stage``, ``variant``, ``params``),
+with which ``seed``, and whether it worked (``status`` with a ``reason``). ``audit`` and
+``maskprep-train`` group files by ``origin`` so copies of one photo never straddle a split.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Iterable
+
+MANIFEST_NAME = "manifest.jsonl"
+RUN_INFO_NAME = "run.json"
+STATUSES = ("ok", "skipped", "failed")
+VARIANT_SEPARATOR = "__"
+
+
+@dataclass
+class Record:
+    """One manifest line. ``output`` is None for inputs that produced nothing (skipped or failed)."""
+
+    stage: str
+    source: str
+    status: str
+    output: str | None = None
+    origin: str = ""
+    reason: str = ""
+    variant: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+        if not self.origin:
+            self.origin = self.source
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=False, default=_jsonable)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Record":
+        known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
+        return cls(**known)
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn numpy scalars/arrays and paths into plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class ManifestWriter:
+    """Appends records to a manifest file, one flushed line each, so an interrupted run keeps what it did."""
+
+    def __init__(self, path: str | os.PathLike, truncate: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: IO[str] = open(self.path, "w" if truncate else "a", encoding="utf-8")
+
+    def write(self, records: Iterable[Record]) -> None:
+        # One write call per input file: its records land together or not at all.
+        text = "".join(r.to_json() + "\n" for r in records)
+        if text:
+            self._fh.write(text)
+            self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "ManifestWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_manifest(path: str | os.PathLike) -> list[Record]:
+    """All records of a manifest file (or of ``manifest.jsonl`` inside a folder).
+
+    A missing file gives an empty list; a last line cut short by an interrupted run is ignored.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.is_file():
+        return []
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(Record.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, TypeError, ValueError):
+                continue
+    return records
+
+
+def latest_records(records: Iterable[Record]) -> list[Record]:
+    """Keep the last record per (source, output): a resumed or re-run manifest may repeat inputs."""
+    by_key: dict[tuple[str, str | None], Record] = {}
+    for rec in records:
+        by_key.pop((rec.source, rec.output), None)
+        by_key[(rec.source, rec.output)] = rec
+    return list(by_key.values())
+
+
+def origin_map(root: str | os.PathLike) -> dict[str, str]:
+    """``{output path relative to root: origin}`` for every ok output recorded in ``root``'s manifest."""
+    return {
+        rec.output: rec.origin
+        for rec in read_manifest(root)
+        if rec.status == "ok" and rec.output
+    }
+
+
+def split_variant(name: str) -> tuple[str, str]:
+    """``"a.b__flip.jpg" -> ("a.b", "flip")``; a name without a variant gives ``(stem, "")``."""
+    stem = PurePosixPath(name).stem
+    if VARIANT_SEPARATOR in stem:
+        base, variant = stem.split(VARIANT_SEPARATOR, 1)
+        if base:
+            return base, variant
+    return stem, ""
+
+
+def variant_path(rel: str | PurePosixPath, variant: str, ext: str | None = None) -> str:
+    """``("cls/a.b.jpg", "flip") -> "cls/a.b__flip.jpg"``: the output name of one variant of an input."""
+    rel = PurePosixPath(rel)
+    suffix = rel.suffix if ext is None else ext
+    name = f"{rel.stem}{VARIANT_SEPARATOR}{variant}{suffix}" if variant else f"{rel.stem}{suffix}"
+    return str(rel.with_name(name))
+
+
+def group_key(rel: str, origins: dict[str, str] | None = None) -> str:
+    """The key shared by every copy of one original photo.
+
+    From the manifest's ``origin`` when the file is recorded there; otherwise from the file name
+    (``cls/a__flip.jpg`` and ``cls/a.jpg`` both give ``cls/a``), the convention every stage writes.
+    """
+    if origins and rel in origins:
+        origin = PurePosixPath(origins[rel])
+        return str(origin.with_name(split_variant(origin.name)[0]))
+    p = PurePosixPath(rel)
+    return str(p.with_name(split_variant(p.name)[0]))
