@@ -1,0 +1,180 @@
+"""Exact duplicates (same decoded pixels) and near duplicates (perceptual hashes within a distance).
+
+Exact: the same decoded pixels, whatever the file bytes (a PNG saved from a JPEG counts). Two copies
+decoded by different JPEG decoders differ by a level or two here and there, so same-size pairs whose
+hashes agree are also compared pixel by pixel and grouped when they differ only by decoding noise.
+Near: pHash within ``near_threshold`` bits, directly or as mirror images, confirmed by dHash.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from maskprep.audit.pairs import flip_aware_pairs
+from maskprep.audit.scan import FileEntry
+from maskprep.images import ImageReadError, read_image
+
+DEFAULT_NEAR_THRESHOLD = 10   # bits of 64; measured here: rescales/recompressions <= 6, other photos >= 20
+NOISE_MEAN_DIFF = 2.0         # mean |difference| (0-255) that JPEG decoder differences stay under
+NOISE_BIG_FRACTION = 0.01     # ... with at most 1 % of values off by more than 16 levels
+
+
+class UnionFind:
+    """Disjoint sets over ``0..n-1`` (path halving); ``groups()`` lists the sets with 2+ members."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, a: int) -> int:
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def groups(self) -> list[list[int]]:
+        by_root: dict[int, list[int]] = defaultdict(list)
+        for i in range(len(self.parent)):
+            by_root[self.find(i)].append(i)
+        return sorted((g for g in by_root.values() if len(g) > 1), key=lambda g: g[0])
+
+
+@dataclass
+class NearPair:
+    a: int
+    b: int
+    phash: int
+    dhash: int
+    mirrored: bool
+
+
+@dataclass
+class Duplicates:
+    """Indices into the entry list. ``exact_kind[k]`` says how group ``k`` is identical."""
+
+    exact_groups: list[list[int]] = field(default_factory=list)
+    exact_kind: list[str] = field(default_factory=list)
+    near_pairs: list[NearPair] = field(default_factory=list)
+    near_groups: list[list[int]] = field(default_factory=list)
+
+    def exact_of(self) -> dict[int, int]:
+        """entry index -> exact group number."""
+        return {i: k for k, g in enumerate(self.exact_groups) for i in g}
+
+
+def _u64(values: list[int]) -> np.ndarray:
+    return np.array(values, dtype=np.uint64)
+
+
+def pixel_noise_only(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two same-size images differ only the way two JPEG decoders differ."""
+    if a.shape != b.shape:
+        return False
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return float(diff.mean()) <= NOISE_MEAN_DIFF and float((diff > 16).mean()) <= NOISE_BIG_FRACTION
+
+
+def near_pairs(entries: Sequence[FileEntry], max_distance: int = DEFAULT_NEAR_THRESHOLD) -> list[NearPair]:
+    """Flip-aware pHash pairs within ``max_distance`` bits whose dHash (same orientation) is within
+    twice that: two independent hashes must agree, which keeps flat, low-detail pictures apart."""
+    idx = [k for k, e in enumerate(entries) if e.hashes is not None]
+    if len(idx) < 2:
+        return []
+    hs = [entries[k].hashes for k in idx]
+    p, pf = _u64([h.phash for h in hs]), _u64([h.phash_flip for h in hs])
+    d, df = _u64([h.dhash for h in hs]), _u64([h.dhash_flip for h in hs])
+    i, j, _ = flip_aware_pairs(p, pf, max_distance)
+    if len(i) == 0:
+        return []
+    direct = np.bitwise_count(p[i] ^ p[j])
+    mirror = np.minimum(np.bitwise_count(pf[i] ^ p[j]), np.bitwise_count(p[i] ^ pf[j]))
+    mirrored = mirror < direct
+    dd = np.where(mirrored, np.bitwise_count(df[i] ^ d[j]), np.bitwise_count(d[i] ^ d[j]))
+    dp = np.minimum(direct, mirror)
+    out = []
+    for a, b, x, y, m in zip(i, j, dp, dd, mirrored):
+        if int(y) <= 2 * max_distance:
+            out.append(NearPair(idx[int(a)], idx[int(b)], int(x), int(y), bool(m)))
+    return out
+
+
+def find_duplicates(entries: Sequence[FileEntry], root: str | Path,
+                    near_threshold: int = DEFAULT_NEAR_THRESHOLD) -> Duplicates:
+    """Exact groups and near pairs/groups over the readable entries (``root`` is used to re-read
+    same-size look-alikes for the pixel comparison)."""
+    root = Path(root)
+    n = len(entries)
+    exact = UnionFind(n)
+    by_pixels: dict[str, list[int]] = defaultdict(list)
+    for k, e in enumerate(entries):
+        if e.ok:
+            by_pixels[e.pixels].append(k)
+    for members in by_pixels.values():
+        for k in members[1:]:
+            exact.union(members[0], k)
+    pairs = near_pairs(entries, near_threshold)
+    # Same size, (almost) same hash, different pixel digest: compare the pixels themselves.
+    cache: dict[int, np.ndarray | None] = {}
+
+    def pixels(k: int) -> np.ndarray | None:
+        if k not in cache:
+            try:
+                cache[k] = read_image(root / entries[k].rel)
+            except (ImageReadError, OSError):
+                cache[k] = None
+            if len(cache) > 64:  # keep memory bounded on big look-alike sets
+                cache.pop(next(iter(cache)))
+        return cache[k]
+
+    for pr in pairs:
+        ea, eb = entries[pr.a], entries[pr.b]
+        if pr.phash > 4 or pr.mirrored or (ea.width, ea.height) != (eb.width, eb.height):
+            continue
+        if exact.find(pr.a) == exact.find(pr.b):
+            continue
+        a, b = pixels(pr.a), pixels(pr.b)
+        if a is not None and b is not None and pixel_noise_only(a, b):
+            exact.union(pr.a, pr.b)
+    result = Duplicates()
+    for group in exact.groups():
+        shas = {entries[k].sha256 for k in group}
+        pix = {entries[k].pixels for k in group}
+        kind = "same bytes" if len(shas) == 1 else "same pixels" if len(pix) == 1 else \
+            "same pixels up to decoding noise"
+        result.exact_groups.append(group)
+        result.exact_kind.append(kind)
+    # Near groups: pairs that are not two copies of one exact group, chained.
+    result.near_pairs = [pr for pr in pairs if exact.find(pr.a) != exact.find(pr.b)]
+    near = UnionFind(n)
+    for pr in result.near_pairs:
+        near.union(pr.a, pr.b)
+    result.near_groups = near.groups()
+    return result
+
+
+def duplicate_findings(entries: Sequence[FileEntry], dups: Duplicates) -> dict[str, list[dict[str, Any]]]:
+    """JSON-ready ``exact`` and ``near`` groups: files, their splits and classes, and near pair distances."""
+    def describe(group: list[int]) -> dict[str, Any]:
+        return {"files": [entries[k].rel for k in group],
+                "splits": sorted({entries[k].split for k in group}),
+                "classes": sorted({entries[k].label for k in group})}
+
+    exact = [{"kind": kind, **describe(g)} for g, kind in zip(dups.exact_groups, dups.exact_kind)]
+    by_group: dict[int, list[NearPair]] = defaultdict(list)
+    member = {k: g for g, members in enumerate(dups.near_groups) for k in members}
+    for pr in dups.near_pairs:
+        by_group[member[pr.a]].append(pr)
+    near = []
+    for g, members in enumerate(dups.near_groups):
+        near.append({**describe(members), "pairs": [
+            {"a": entries[p.a].rel, "b": entries[p.b].rel, "phash": p.phash, "dhash": p.dhash,
+             "mirrored": p.mirrored} for p in by_group[g]]})
+    return {"exact": exact, "near": near}

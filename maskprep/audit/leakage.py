@@ -1,0 +1,156 @@
+"""Leakage across splits, and label conflicts.
+
+A model scores well on a test set that holds its training photos. Five ways they get there, each
+reported as a finding with ``kind``:
+
+- ``exact``: the same pixels in two splits;
+- ``near``: a rescaled, recompressed or mirrored copy in two splits;
+- ``variant``: copies of one source photo (from the manifests of earlier stages, or from the
+  ``<stem>__<variant>`` file names) in two splits;
+- ``masked_copy``: the same photo with the lower face changed (a synthetic mask painted on a training
+  photo) in another split: found from pixels alone, by hashing the picture with its lower-central part
+  blanked, then checking that the thumbnails agree outside that part;
+- ``identity`` (opt-in): the same person in two splits (dlib face descriptors closer than 0.6).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+
+from maskprep.audit.duplicates import Duplicates, UnionFind
+from maskprep.audit.hashing import MASK_REGION
+from maskprep.audit.pairs import flip_aware_pairs, hamming_pairs
+from maskprep.audit.scan import THUMB_SIDE, Dataset, FileEntry, source_key
+
+MASKED_HASH_THRESHOLD = 12   # bits; a painted mask moves these hashes by 0-12 bits on real face crops
+MIN_AGREEMENT = 0.70         # share of thumbnail pixels outside the mask area within 10 grey levels;
+                             # measured: masked copies >= 0.74, different photos <= 0.54
+_MIN_TEXTURE = 6.0           # grey-level std outside the mask area: flat pictures agree with anything
+
+
+def _outside_mask() -> np.ndarray:
+    x0, y0, x1, y1 = MASK_REGION
+    keep = np.ones((THUMB_SIDE, THUMB_SIDE), dtype=bool)
+    keep[int(y0 * THUMB_SIDE):int(y1 * THUMB_SIDE), int(x0 * THUMB_SIDE):int(x1 * THUMB_SIDE)] = False
+    return keep
+
+
+def thumb_agreement(a: np.ndarray, b: np.ndarray, tolerance: int = 10) -> float:
+    """Share of pixels outside the mask area where two thumbnails agree, the better of b and mirrored b."""
+    keep = _outside_mask()
+    a = a.astype(np.int16)
+    b = b.astype(np.int16)
+    direct = (np.abs(a - b)[keep] <= tolerance).mean()
+    mirror = (np.abs(a - b[:, ::-1])[keep] <= tolerance).mean()
+    return float(max(direct, mirror))
+
+
+def masked_copy_pairs(entries: Sequence[FileEntry], linked: UnionFind,
+                      hash_threshold: int = MASKED_HASH_THRESHOLD,
+                      min_agreement: float = MIN_AGREEMENT) -> list[tuple[int, int, float]]:
+    """Cross-split pairs ``(a, b, agreement)`` that are one photo outside the lower-central area.
+
+    ``linked`` joins files already known to be copies (exact/near), which are not reported again.
+    """
+    idx = [k for k, e in enumerate(entries) if e.hashes is not None and e.thumb is not None]
+    if len({entries[k].split for k in idx}) < 2:
+        return []
+    hs = [entries[k].hashes for k in idx]
+    m = np.array([h.masked for h in hs], dtype=np.uint64)
+    mf = np.array([h.masked_flip for h in hs], dtype=np.uint64)
+    top = np.array([h.top for h in hs], dtype=np.uint64)
+    i1, j1, _ = flip_aware_pairs(m, mf, hash_threshold)
+    i2, j2, _ = hamming_pairs(top, None, hash_threshold)
+    cand = set(zip(i1.tolist(), j1.tolist())) | set(zip(i2.tolist(), j2.tolist()))
+    keep = _outside_mask()
+    out = []
+    for a, b in sorted(cand):
+        ea, eb = entries[idx[a]], entries[idx[b]]
+        if ea.split == eb.split or linked.find(idx[a]) == linked.find(idx[b]):
+            continue
+        if ea.thumb[keep].std() < _MIN_TEXTURE or eb.thumb[keep].std() < _MIN_TEXTURE:
+            continue
+        agreement = thumb_agreement(ea.thumb, eb.thumb)
+        if agreement >= min_agreement:
+            out.append((idx[a], idx[b], round(agreement, 3)))
+    return out
+
+
+def _finding(entries: Sequence[FileEntry], kind: str, members: Sequence[int], **detail: Any) -> dict[str, Any]:
+    members = sorted(set(members), key=lambda k: entries[k].rel)
+    return {"kind": kind, "files": [entries[k].rel for k in members],
+            "splits": sorted({entries[k].split for k in members}),
+            "classes": sorted({entries[k].label for k in members}), **detail}
+
+
+def _spans(entries: Sequence[FileEntry], members: Sequence[int]) -> bool:
+    return len({entries[k].split for k in members}) > 1
+
+
+def find_leakage(dataset: Dataset, dups: Duplicates,
+                 identity_pairs: Sequence[tuple[int, int, float]] | None = None,
+                 masked_threshold: int = MASKED_HASH_THRESHOLD) -> list[dict[str, Any]]:
+    """Every leak between splits (empty when the dataset has one split only)."""
+    entries = dataset.entries
+    if len(dataset.splits) < 2:
+        return []
+    findings: list[dict[str, Any]] = []
+    for group, kind in zip(dups.exact_groups, dups.exact_kind):
+        if _spans(entries, group):
+            findings.append(_finding(entries, "exact", group, how=kind))
+    pairs_of: dict[int, list] = defaultdict(list)
+    member = {k: g for g, members in enumerate(dups.near_groups) for k in members}
+    for pr in dups.near_pairs:
+        pairs_of[member[pr.a]].append(pr)
+    for g, group in enumerate(dups.near_groups):
+        if _spans(entries, group):
+            cross = [{"a": entries[p.a].rel, "b": entries[p.b].rel, "phash": p.phash, "dhash": p.dhash,
+                      "mirrored": p.mirrored}
+                     for p in pairs_of[g] if entries[p.a].split != entries[p.b].split]
+            findings.append(_finding(entries, "near", group, pairs=cross))
+    # Copies of one source photo, by manifest origin or by variant file name.
+    by_key: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for k, e in enumerate(entries):
+        key, evidence = source_key(e.rel, dataset.origins)
+        by_key[key].append((k, evidence))
+    for key, members in sorted(by_key.items()):
+        idx = [k for k, _ in members]
+        evidence = sorted({ev for _, ev in members if ev})
+        if evidence and _spans(entries, idx):
+            findings.append(_finding(entries, "variant", idx, source=key, evidence=evidence))
+    # Masked copies: pixels only, so they are found without any manifest.
+    linked = UnionFind(len(entries))
+    for group in dups.exact_groups + dups.near_groups:
+        for k in group[1:]:
+            linked.union(group[0], k)
+    for a, b, agreement in masked_copy_pairs(entries, linked, masked_threshold):
+        findings.append(_finding(entries, "masked_copy", [a, b], agreement=agreement))
+    if identity_pairs:
+        uf = UnionFind(len(entries))
+        for a, b, _ in identity_pairs:
+            uf.union(a, b)
+        closest: dict[int, list] = defaultdict(list)
+        for a, b, d in identity_pairs:
+            if entries[a].split != entries[b].split:
+                closest[uf.find(a)].append((d, a, b))
+        for group in uf.groups():
+            cross = sorted(closest.get(uf.find(group[0]), []))
+            if cross:
+                findings.append(_finding(entries, "identity", group, pairs=[
+                    {"a": entries[a].rel, "b": entries[b].rel, "distance": round(d, 3)}
+                    for d, a, b in cross[:20]]))
+    return findings
+
+
+def label_conflicts(entries: Sequence[FileEntry], dups: Duplicates) -> list[dict[str, Any]]:
+    """Exact or near copies filed under two different classes."""
+    out = []
+    for group, kind in zip(dups.exact_groups, dups.exact_kind):
+        if len({entries[k].label for k in group}) > 1:
+            out.append(_finding(entries, "exact", group, how=kind))
+    for group in dups.near_groups:
+        if len({entries[k].label for k in group}) > 1:
+            out.append(_finding(entries, "near", group))
+    return out
