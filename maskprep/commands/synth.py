@@ -1,0 +1,79 @@
+"""``maskprep synth-masks``: put realistic masks, worn right and worn wrong, on unmasked photos."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from maskprep.cli import InputError, friendly_errors, run_and_report, runner_options
+from maskprep.masks.fit import DEFAULT_MAX_YAW, DEFAULT_MIN_FACE
+from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS
+
+
+@click.command("synth-masks")
+@click.argument("input_dir", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("output_dir", metavar="OUT", type=click.Path(path_type=Path))
+@click.option("--types", "types", default="surgical", show_default=True, metavar="LIST",
+              help=f"Mask types: a comma list of {', '.join(MASK_TYPES)}; 'all' (one output per "
+                   "type) or 'random' (one type drawn per output).")
+@click.option("--wear", default="correct", show_default=True, metavar="MODE",
+              help="How the mask is worn: correct (over the nose), nose-out (under the nose), "
+                   "chin (pulled down under the lower lip); a comma list; 'all' (one output per "
+                   "mode) or 'mix' (one mode drawn per output).")
+@click.option("--per-image", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Outputs per (type, wear) choice for each photo; with random/mix each draws anew. "
+                   "Cost grows linearly; detection runs once per photo.")
+@click.option("--color", default="natural", show_default=True,
+              help="natural (each mask's own colour: light-blue surgical, white KF94, charcoal "
+                   f"cloth, off-white N95), random, #rrggbb, or one of: {', '.join(COLORS)}.")
+@click.option("--pattern", type=click.Choice([*PATTERNS, "random"]), default="none", show_default=True,
+              help="A printed pattern over the colour (random: mostly plain, sometimes printed).")
+@click.option("--save-alpha", is_flag=True,
+              help=f"Also write each output's mask coverage (0-255 PNG, a segmentation label) "
+                   f"under OUT/.alpha/ mirroring the outputs (a hidden folder, so later stages "
+                   f"do not take the labels for photos).")
+@click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a contact sheet (PNG) of originals beside their masked versions, "
+                   "for a person to look at.")
+@click.option("--preview-count", type=click.IntRange(min=1), default=12, show_default=True,
+              help="How many photos the contact sheet shows.")
+@click.option("--min-face", type=float, default=DEFAULT_MIN_FACE, show_default=True,
+              help="Skip faces narrower than this (px, jaw to jaw): no sane fit below it.")
+@click.option("--max-yaw", type=float, default=DEFAULT_MAX_YAW, show_default=True,
+              help="Skip faces turned further than this (0 frontal, 1 profile).")
+@click.option("--realism", type=click.FloatRange(0, 2), default=1.0, show_default=True,
+              help="Strength of the photo matching (grain and softness like the photo); 0 = clean.")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="Quality of JPEG outputs.")
+@runner_options
+@friendly_errors
+def command(input_dir: Path, output_dir: Path, types: str, wear: str, per_image: int, color: str,
+            pattern: str, save_alpha: bool, preview: Path | None, preview_count: int, min_face: float,
+            max_yaw: float, realism: float, jpeg_quality: int, workers: int, seed: int,
+            overwrite: bool, resume: bool, quiet: bool) -> None:
+    """Mask every face in the photos under IN; write a mirrored tree to OUT.
+
+    \b
+    One file per (photo, variant): OUT/<same folders>/<stem>__<type>_<wear>.<ext>, e.g.
+      maskprep synth-masks faces/ masked/ --types all --wear mix --preview sheet.png
+    Faces are found with dlib (HOG); every face above the detector threshold gets the mask;
+    faces too small or too turned are left as they are and recorded with the reason. The
+    manifest records per output the mask type, wear mode, colour, each face's landmarks and the
+    mask polygon. The same --seed gives byte-identical outputs whatever --workers is.
+    """
+    from maskprep.masks.synth import synth_masks
+
+    summary = run_and_report(lambda: synth_masks(
+        input_dir, output_dir, types=types, wear=wear, per_image=per_image, color=color,
+        pattern=pattern, save_alpha=save_alpha, min_face=min_face, max_yaw=max_yaw,
+        realism=realism, seed=seed, workers=workers, overwrite=overwrite, resume=resume,
+        jpeg_quality=jpeg_quality, progress=False if quiet else None))
+    if preview is not None:
+        from maskprep.masks.preview import preview_sheet
+        try:
+            count = preview_sheet(input_dir, output_dir, preview, limit=preview_count)
+        except OSError as exc:
+            raise InputError(f"cannot write preview {preview}: {exc}") from None
+        click.echo(f"  preview: {preview} ({count} photo(s))")
+    if summary.outputs == 0 and summary.inputs > 0:
+        click.echo("  no output: no usable face was found (see the reasons above)", err=True)

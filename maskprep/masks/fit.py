@@ -1,0 +1,212 @@
+"""Where a mask goes on a face: 68 landmarks + wear mode -> the target anchor grid.
+
+The target grid has the template's ``rows x cols`` shape. Its top row is the mask's top edge
+(placed by the wear mode), its bottom row follows the jaw line (landmarks 1-15) round the chin
+(8), its outer columns run down the jaw from the corners near the ears, and the middle column
+follows the midline landmarks (nose bridge 27-30, nose 33, lips 51/57, chin 8), so the mask bends
+with the nose and the jaw of a turned head. All functions are pure: arrays in, arrays out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+WEAR_MODES = ("correct", "nose-out", "chin")
+
+# Jaw index (0..8, fractional) of the mask's top corners, per wear mode: the lower the top edge,
+# the further down the jaw its corners sit.
+_CORNER_JAW = {"correct": 1.0, "nose-out": 2.5, "chin": 4.4}
+_SIDE_LENGTH = 1.3            # jaw-index length of the mask's side edge below each corner
+_MIDLINE = (27, 28, 29, 30, 33, 51, 57, 8)
+
+DEFAULT_MIN_FACE = 40         # px between jaw points 0 and 16: smaller faces are skipped
+DEFAULT_MAX_YAW = 0.6         # |yaw proxy| above this: too turned for a sane fit
+DEFAULT_MAX_ROLL = 60.0       # degrees
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """A face's local axes from its landmarks: ``up`` (chin -> brow), ``right``, and its height."""
+
+    up: np.ndarray
+    right: np.ndarray
+    height: float     # landmark 8 to landmark 27, px
+    width: float      # landmark 0 to landmark 16, px
+
+
+def face_frame(landmarks: np.ndarray) -> FaceFrame:
+    """Local axes of a face (image coordinates, y down)."""
+    lm = np.asarray(landmarks, np.float64)
+    up = lm[27] - lm[8]
+    height = float(np.hypot(*up))
+    up = up / max(height, 1e-6)
+    right = np.array([-up[1], up[0]])  # image x axis for an upright face
+    return FaceFrame(up=up, right=right, height=height, width=float(np.hypot(*(lm[16] - lm[0]))))
+
+
+def yaw_proxy(landmarks: np.ndarray) -> float:
+    """-1..1: how far the nose tip sits towards one jaw side (0 = frontal)."""
+    lm = np.asarray(landmarks, np.float64)
+    left = np.hypot(*(lm[30] - lm[2]))
+    right = np.hypot(*(lm[30] - lm[14]))
+    return float((left - right) / max(left + right, 1e-6))
+
+
+def roll_degrees(landmarks: np.ndarray) -> float:
+    """In-plane rotation of the eye line, degrees (positive = clockwise in the image)."""
+    lm = np.asarray(landmarks, np.float64)
+    d = lm[42:48].mean(axis=0) - lm[36:42].mean(axis=0)
+    return float(np.degrees(np.arctan2(d[1], d[0])))
+
+
+def check_face(landmarks: np.ndarray, min_face: float = DEFAULT_MIN_FACE,
+               max_yaw: float = DEFAULT_MAX_YAW, max_roll: float = DEFAULT_MAX_ROLL) -> str | None:
+    """Why a face cannot take a sane mask fit (``face too small``, ``face too turned``,
+    ``implausible landmarks``), or None when it can."""
+    lm = np.asarray(landmarks, np.float64)
+    if lm.shape != (68, 2) or not np.all(np.isfinite(lm)):
+        return "implausible landmarks"
+    frame = face_frame(lm)
+    if frame.width < min_face:
+        return "face too small"
+    if abs(yaw_proxy(lm)) > max_yaw or abs(roll_degrees(lm)) > max_roll:
+        return "face too turned"
+    # A detector false positive gives landmarks that do not look like a face: the nose must sit
+    # between the eyes and the mouth, and the face must be about as wide as it is tall.
+    eyes = (lm[36:48].mean(axis=0) - lm[8]) @ frame.up
+    nose = (lm[33] - lm[8]) @ frame.up
+    mouth = (lm[48:60].mean(axis=0) - lm[8]) @ frame.up
+    ratio = frame.width / max(frame.height, 1e-6)
+    if not (eyes > nose > mouth > 0) or not 0.7 < ratio < 2.4:
+        return "implausible landmarks"
+    return None
+
+
+def _jaw_point(lm: np.ndarray, s: float) -> np.ndarray:
+    """A point on the jaw polyline at fractional landmark index ``s`` (0..16)."""
+    s = float(np.clip(s, 0, 16))
+    i = min(int(np.floor(s)), 15)
+    f = s - i
+    return lm[i] * (1 - f) + lm[i + 1] * f
+
+
+def _resample(poly: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Points at normalised arc lengths ``ts`` along a polyline."""
+    seg = np.hypot(*np.diff(poly, axis=0).T)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    total = cum[-1] if cum[-1] > 0 else 1.0
+    x = np.interp(ts * total, cum, poly[:, 0])
+    y = np.interp(ts * total, cum, poly[:, 1])
+    return np.stack([x, y], axis=-1)
+
+
+def top_center(lm: np.ndarray, wear: str, fit: Mapping[str, float]) -> np.ndarray:
+    """Where the middle of the mask's top edge sits for a wear mode."""
+    if wear == "correct":       # on the nose bridge
+        return lm[27] + float(fit.get("top", 0.3)) * (lm[30] - lm[27])
+    if wear == "nose-out":      # under the nose, above the upper lip
+        return lm[33] + 0.45 * (lm[51] - lm[33])
+    if wear == "chin":          # under the lower lip
+        return lm[57] + 0.3 * (lm[8] - lm[57])
+    raise ValueError(f"unknown wear mode {wear!r}: choose from {', '.join(WEAR_MODES)}")
+
+
+def fit_grid(landmarks: np.ndarray, rows: int, cols: int, wear: str = "correct",
+             fit: Mapping[str, float] | None = None,
+             rng: np.random.Generator | None = None, jitter: float = 1.0) -> np.ndarray:
+    """Target anchor grid (``rows x cols x 2`` float32, image px) for one face and wear mode.
+
+    ``fit`` holds the template's fit parameters (``top``: how far down the nose bridge the top
+    edge sits; ``side_drop``: corners lower on the jaw; ``chin_margin``: how far below the jaw
+    line the bottom edge hangs; ``width``: horizontal scale; ``bulge``: upward bow of the top edge
+    over the cheeks). ``rng`` adds a small natural variation (scaled by ``jitter``).
+    """
+    if wear not in WEAR_MODES:
+        raise ValueError(f"unknown wear mode {wear!r}: choose from {', '.join(WEAR_MODES)}")
+    fit = dict(fit or {})
+    lm = np.asarray(landmarks, np.float64)
+    frame = face_frame(lm)
+    h = frame.height
+    if rng is not None and jitter > 0:
+        j_top = rng.normal(0.0, 0.012 * jitter) * h
+        j_side = rng.normal(0.0, 0.12 * jitter)
+        j_chin = rng.normal(0.0, 0.01 * jitter)
+    else:
+        j_top = j_side = j_chin = 0.0
+
+    top_c = top_center(lm, wear, fit) + frame.up * j_top
+    s_corner = _CORNER_JAW[wear] + float(fit.get("side_drop", 0.0)) + j_side
+    s_bottom = s_corner + _SIDE_LENGTH
+    chin_margin = float(fit.get("chin_margin", 0.06)) + j_chin + (0.12 if wear == "chin" else 0.0)
+    centre = lm[33] if wear != "chin" else lm[57]
+    width = float(fit.get("width", 1.0))
+    bulge = float(fit.get("bulge", 0.05)) * (1.0 if wear == "correct" else 0.4)
+
+    us = np.linspace(-1.0, 1.0, cols)
+    top = np.empty((cols, 2))
+    bottom = np.empty((cols, 2))
+    corners = (_jaw_point(lm, s_corner), _jaw_point(lm, 16 - s_corner))
+    for k, u in enumerate(us):
+        side = 0 if u < 0 else 1
+        a = abs(u)
+        # top edge: from the corner to the top centre, bowed up over the cheeks
+        top[k] = corners[side] * a + top_c * (1 - a) + frame.up * h * bulge * np.sin(np.pi * a)
+        # bottom edge: along the jaw round the chin, a little outside the jaw line
+        s = s_bottom + (8 - s_bottom) * (1 - a)
+        p = _jaw_point(lm, s if side == 0 else 16 - s)
+        margin = 0.015 + chin_margin * (1 - a) ** 2
+        bottom[k] = p + (p - centre) * margin
+    # The corners sit a touch outside the jaw line too (the mask stands off the cheek).
+    top[0] += (top[0] - centre) * 0.015
+    top[-1] += (top[-1] - centre) * 0.015
+
+    if width != 1.0:
+        for arr in (top, bottom):
+            offs = (arr - top_c) @ frame.right
+            arr -= np.outer(offs * (1 - width), frame.right)
+
+    # Middle column: follow the midline landmarks below the top edge (nose tip, lips, chin).
+    mid = cols // 2
+    depth = lambda p: float((top_c - p) @ frame.up)  # noqa: E731 - distance below the top edge
+    below = [lm[i] for i in _MIDLINE if depth(lm[i]) > 0.04 * h and depth(lm[i]) < depth(bottom[mid])]
+    midline = np.array([top_c, *below, bottom[mid]])
+    vs = np.linspace(0.0, 1.0, rows)
+    mid_pts = _resample(midline, vs)
+
+    grid = np.empty((rows, cols, 2))
+    straight_mid = top[mid][None, :] * (1 - vs[:, None]) + bottom[mid][None, :] * vs[:, None]
+    bend = mid_pts - straight_mid
+    for k, u in enumerate(us):
+        column = top[k][None, :] * (1 - vs[:, None]) + bottom[k][None, :] * vs[:, None]
+        grid[:, k] = column + bend * (1 - abs(u)) ** 1.5
+    return grid.astype(np.float32)
+
+
+def extend_grid(grid: np.ndarray, row_margin: float = 0.5, col_margin: float = 1.0) -> np.ndarray:
+    """Add one row above/below and one column each side by linear extrapolation.
+
+    Applied identically to the template grid and the face grid, so the template's margin (ear
+    loops, straps, the anti-aliased edge) lands just outside the fitted outline.
+    """
+    g = np.asarray(grid, np.float32)
+    top = g[0] + (g[0] - g[1]) * row_margin
+    bottom = g[-1] + (g[-1] - g[-2]) * row_margin
+    g = np.concatenate([top[None], g, bottom[None]], axis=0)
+    left = g[:, 0] + (g[:, 0] - g[:, 1]) * col_margin
+    right = g[:, -1] + (g[:, -1] - g[:, -2]) * col_margin
+    return np.concatenate([left[:, None], g, right[:, None]], axis=1)
+
+
+def grid_outline(grid: np.ndarray) -> np.ndarray:
+    """The grid's outer boundary as a closed polygon (N x 2), clockwise from the left corner."""
+    g = np.asarray(grid)
+    return np.concatenate([g[0], g[1:, -1], g[-1, -2::-1], g[-2:0:-1, 0]], axis=0)
+
+
+def face_info(landmarks: np.ndarray) -> dict[str, Any]:
+    """JSON-ready geometry of a face (for the manifest)."""
+    lm = np.asarray(landmarks, np.float64)
+    return {"yaw": round(yaw_proxy(lm), 3), "roll": round(roll_degrees(lm), 1),
+            "width": round(face_frame(lm).width, 1)}

@@ -1,0 +1,182 @@
+"""Put a fitted mask on a photo: piecewise-affine warp, shading from the face, alpha blending.
+
+Pure functions on arrays. The warp maps every cell of the template's anchor grid onto the same
+cell of the face grid (two triangles per cell) with one ``cv2.remap``, so there are no seams
+between triangles. Blending is ``a*mask + (1-a)*face`` with a feathered alpha and never a
+saturating add, so no output pixel leaves the range between the mask and the face it covers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class MaskLayer:
+    """A rendered mask for one face, cropped to its bounding box at ``(x0, y0)`` in the image."""
+
+    rgb: np.ndarray      # h x w x 3 float32, 0..255 (already shaded)
+    alpha: np.ndarray    # h x w float32, 0..1
+    x0: int
+    y0: int
+
+    def full_alpha(self, shape: tuple[int, int]) -> np.ndarray:
+        """The alpha pasted into an image-sized float32 array."""
+        out = np.zeros(shape[:2], np.float32)
+        h, w = self.alpha.shape
+        out[self.y0:self.y0 + h, self.x0:self.x0 + w] = self.alpha
+        return out
+
+
+def _triangles(rows: int, cols: int) -> np.ndarray:
+    """Index triples (into a flattened rows x cols grid), two triangles per cell."""
+    tris = []
+    for r in range(rows - 1):
+        for c in range(cols - 1):
+            a, b, d, e = r * cols + c, r * cols + c + 1, (r + 1) * cols + c, (r + 1) * cols + c + 1
+            tris.append((a, b, e))
+            tris.append((a, e, d))
+    return np.asarray(tris, np.int32)
+
+
+def warp_mesh(src: np.ndarray, src_grid: np.ndarray, dst_grid: np.ndarray,
+              out_shape: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """Piecewise-affine warp of ``src`` (any channels) from ``src_grid`` to ``dst_grid``.
+
+    Returns the warped pixels cropped to the destination grid's bounding box (clipped to
+    ``out_shape``) and the crop's top-left ``(x0, y0)``. Pixels outside the grid are zero.
+    Border pixels of ``src`` are replicated, so a template whose edge is transparent stays so.
+    """
+    rows, cols = dst_grid.shape[:2]
+    dst = np.asarray(dst_grid, np.float64).reshape(-1, 2)
+    srcp = np.asarray(src_grid, np.float64).reshape(-1, 2)
+    height, width = out_shape[:2]
+    x0 = int(np.clip(np.floor(dst[:, 0].min()) - 1, 0, width))
+    y0 = int(np.clip(np.floor(dst[:, 1].min()) - 1, 0, height))
+    x1 = int(np.clip(np.ceil(dst[:, 0].max()) + 2, 0, width))
+    y1 = int(np.clip(np.ceil(dst[:, 1].max()) + 2, 0, height))
+    channels = src.shape[2] if src.ndim == 3 else 1
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0, channels), src.dtype), x0, y0
+    h, w = y1 - y0, x1 - x0
+
+    tris = _triangles(rows, cols)
+    # Triangle id per pixel (0 = none); later triangles win on shared edges, where neighbouring
+    # affine maps agree anyway.
+    ids = np.zeros((h, w), np.uint8 if len(tris) < 255 else np.uint16)
+    coeffs = np.zeros((len(tris) + 1, 6), np.float32)
+    coeffs[0] = (0, 0, -1e4, 0, 0, -1e4)  # outside: sample far off the template (transparent)
+    shift = 4
+    local = dst - (x0, y0)
+    for k, (a, b, c) in enumerate(tris, start=1):
+        d_tri = local[[a, b, c]]
+        area = (d_tri[1, 0] - d_tri[0, 0]) * (d_tri[2, 1] - d_tri[0, 1]) - \
+               (d_tri[2, 0] - d_tri[0, 0]) * (d_tri[1, 1] - d_tri[0, 1])
+        if abs(area) < 1e-3:
+            continue
+        m = cv2.getAffineTransform(d_tri.astype(np.float32), srcp[[a, b, c]].astype(np.float32))
+        coeffs[k] = m.reshape(-1)
+        pts = np.round(d_tri * (1 << shift)).astype(np.int32)
+        cv2.fillConvexPoly(ids, pts, k, lineType=cv2.LINE_8, shift=shift)
+
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    c = coeffs[ids]
+    map_x = c[..., 0] * xs + c[..., 1] * ys + c[..., 2]
+    map_y = c[..., 3] * xs + c[..., 4] * ys + c[..., 5]
+    outside = ids == 0
+    # Replicate the border for colour (no black pulled in), then zero what lies outside the grid.
+    warped = cv2.remap(src, map_x, map_y, interpolation=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)
+    if warped.ndim == 2:
+        warped = warped[..., None]
+    warped[outside] = 0
+    return warped, x0, y0
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma as float32 (0..255)."""
+    rgb = rgb.astype(np.float32, copy=False)
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _masked_blur(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
+    """Weighted Gaussian low-pass (normalised convolution), computed at reduced scale for speed."""
+    h, w = values.shape
+    scale = min(1.0, 3.0 / max(sigma, 1e-6))
+    sw, sh = max(2, int(round(w * scale))), max(2, int(round(h * scale)))
+    num = cv2.resize(values * weights, (sw, sh), interpolation=cv2.INTER_AREA)
+    den = cv2.resize(weights, (sw, sh), interpolation=cv2.INTER_AREA)
+    s = max(sigma * scale, 0.5)
+    num = cv2.GaussianBlur(num, (0, 0), s)
+    den = cv2.GaussianBlur(den, (0, 0), s)
+    low = num / np.maximum(den, 1e-4)
+    return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def shade_from_face(mask_rgb: np.ndarray, alpha: np.ndarray, face_rgb: np.ndarray,
+                    exposure: float, mask_size: float, strength: float = 0.85) -> np.ndarray:
+    """Light the mask like the face under it.
+
+    The low-frequency luminance of the covered face region, relative to its mean, gives the
+    direction of the light (a side-lit face gives a side-lit mask); ``exposure`` (the face's
+    bright luminance, 0..255) scales the whole mask, so a mask in a dark photo is dark. Returns
+    float32 RGB in 0..255.
+    """
+    lum = luminance(face_rgb)
+    weights = (alpha > 0.5).astype(np.float32)
+    if weights.sum() < 4:
+        weights = np.maximum(alpha, 1e-3).astype(np.float32)
+    mean = float((lum * weights).sum() / max(weights.sum(), 1e-6))
+    low = _masked_blur(lum, weights, sigma=max(mask_size / 7.0, 1.0))
+    relative = np.clip(low / max(mean, 1.0), 0.55, 1.45) ** strength
+    gain = float(np.clip(exposure / 215.0, 0.3, 1.12)) ** 0.9
+    return np.clip(mask_rgb.astype(np.float32) * (relative * gain)[..., None], 0, 255)
+
+
+def match_photo(mask_rgb: np.ndarray, face_rgb: np.ndarray, alpha: np.ndarray,
+                rng: np.random.Generator, amount: float = 1.0) -> np.ndarray:
+    """Give the mask the photo's grain and softness: sensor-like noise at the level measured on
+    the face, and a slight blur when the photo is softer than the drawing."""
+    if amount <= 0:
+        return mask_rgb
+    lum = luminance(face_rgb)
+    covered = alpha > 0.5
+    if covered.sum() < 16:
+        return mask_rgb
+    detail = np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 1.0))[covered]
+    face_detail = float(np.median(detail))
+    mask_lum = luminance(mask_rgb)
+    mask_detail = float(np.median(np.abs(mask_lum - cv2.GaussianBlur(mask_lum, (0, 0), 1.0))[covered]))
+    out = mask_rgb
+    if mask_detail > 1.5 * face_detail + 0.5:
+        out = cv2.GaussianBlur(out, (0, 0), 0.7 * amount)
+    sigma = min(face_detail * 0.7, 4.0) * amount
+    if sigma > 0.2:
+        noise = rng.standard_normal(out.shape[:2]).astype(np.float32) * sigma
+        out = out + noise[..., None]
+    return np.clip(out, 0, 255)
+
+
+def feather(alpha: np.ndarray, sigma: float) -> np.ndarray:
+    """Soften an alpha edge by ``sigma`` px (a real mask edge is never a hard cut-out)."""
+    if sigma <= 0.05:
+        return alpha
+    return np.clip(cv2.GaussianBlur(alpha, (0, 0), sigma), 0.0, 1.0)
+
+
+def composite(face: np.ndarray, mask_rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``a*mask + (1-a)*face`` rounded to uint8; every pixel stays between its two inputs."""
+    a = np.clip(alpha.astype(np.float32), 0.0, 1.0)[..., None]
+    out = a * mask_rgb.astype(np.float32) + (1.0 - a) * face.astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def composite_layer(image: np.ndarray, layer: MaskLayer) -> np.ndarray:
+    """Composite one face's mask layer into a copy of ``image``."""
+    out = image.copy()
+    h, w = layer.alpha.shape
+    region = out[layer.y0:layer.y0 + h, layer.x0:layer.x0 + w]
+    out[layer.y0:layer.y0 + h, layer.x0:layer.x0 + w] = composite(region, layer.rgb, layer.alpha)
+    return out

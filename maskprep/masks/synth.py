@@ -1,0 +1,321 @@
+"""Synthetic masks on real photos: the library behind ``maskprep synth-masks``.
+
+``render_mask`` fits and renders one mask on one face; ``mask_faces`` masks every face of an image
+with one mask type and wear mode; ``process`` is the per-file stage function for the shared
+runner, and ``synth_masks`` runs it over a tree with the same defaults as the command.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from maskprep.images import read_image
+from maskprep.masks.fit import (
+    DEFAULT_MAX_YAW,
+    DEFAULT_MIN_FACE,
+    WEAR_MODES,
+    check_face,
+    extend_grid,
+    face_info,
+    fit_grid,
+    grid_outline,
+)
+from maskprep.masks.render import (
+    MaskLayer,
+    composite_layer,
+    feather,
+    luminance,
+    match_photo,
+    shade_from_face,
+    warp_mesh,
+)
+from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS, colored_rgba, load_template, parse_color
+from maskprep.runner import Job, Produced, SkipImage, Summary, output_rel, run_stage
+
+STAGE = "synth-masks"
+ALPHA_DIR = ".alpha"   # hidden, so later stages never mistake the coverage labels for photos
+DEFAULT_DETECT_MAX_SIDE = 640
+
+
+@dataclass(frozen=True)
+class FaceFound:
+    """A detected face: box (left, top, right, bottom), detector score, (68, 2) landmarks."""
+
+    box: tuple[int, int, int, int]
+    score: float
+    landmarks: np.ndarray
+
+
+# ------------------------------------------------------------------------------------------------
+# Faces
+
+def find_faces(image: np.ndarray) -> list[FaceFound]:
+    """Faces with 68 landmarks, through :mod:`maskprep.faces` (dlib HOG on a downscaled copy)."""
+    try:
+        from maskprep.faces import detect_faces  # the shared detector (issue: detect)
+    except ImportError:
+        return _dlib_faces(image)
+    return [FaceFound(tuple(int(v) for v in f.box), float(f.score),
+                      np.asarray(f.landmarks, np.float32)) for f in detect_faces(image)]
+
+
+_DLIB: dict[str, Any] = {}
+
+
+def _dlib_faces(image: np.ndarray, max_side: int = DEFAULT_DETECT_MAX_SIDE) -> list[FaceFound]:
+    """Fallback used until :mod:`maskprep.faces` exists: HOG on a copy at most ``max_side`` px."""
+    import dlib
+
+    from maskprep.resources import dlib_model_path
+    if not _DLIB:  # once per process, lazily (workers are forked)
+        _DLIB["detector"] = dlib.get_frontal_face_detector()
+        _DLIB["predictor"] = dlib.shape_predictor(
+            str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    small = image if scale >= 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                  interpolation=cv2.INTER_AREA)
+    upsample = 1 if min(small.shape[:2]) < 300 else 0
+    rects, scores, _ = _DLIB["detector"].run(np.ascontiguousarray(small), upsample, 0.0)
+    found = []
+    for rect, score in zip(rects, scores):
+        box = (int(rect.left() / scale), int(rect.top() / scale),
+               int(rect.right() / scale), int(rect.bottom() / scale))
+        shape = _DLIB["predictor"](image, dlib.rectangle(*box))
+        lm = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+        found.append(FaceFound(box, float(score), lm))
+    return found
+
+
+# ------------------------------------------------------------------------------------------------
+# One mask on one face
+
+def _face_exposure(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """The face's bright luminance (90th percentile inside its landmark box): how exposed it is."""
+    x0, y0 = np.floor(landmarks.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(landmarks.max(axis=0)).astype(int)
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return 180.0
+    step = max(1, int(max(x1 - x0, y1 - y0) // 64))
+    crop = image[y0:y1:step, x0:x1:step]
+    return float(np.percentile(luminance(crop), 90))
+
+
+def render_mask(image: np.ndarray, landmarks: np.ndarray, mask_type: str = "surgical",
+                wear: str = "correct", color: tuple[int, int, int] | None = None,
+                pattern: str = "none", rng: np.random.Generator | None = None,
+                jitter: float = 1.0, realism: float = 1.0) -> tuple[MaskLayer, np.ndarray]:
+    """Fit and render one mask for one face: the shaded mask layer and the fitted anchor grid.
+
+    ``color`` None keeps the mask's natural colour. ``rng`` varies the fit slightly and seeds the
+    grain; ``jitter=0`` and ``realism=0`` give a plain, exact fit (no grain, no blur).
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    template = load_template(mask_type)
+    rgba = colored_rgba(template, color, pattern, rng)
+    dst = fit_grid(landmarks, template.rows, template.cols, wear, template.fit, rng, jitter)
+    src = template.grid.astype(np.float32)
+
+    # Shrink the drawing towards the size it will have on the face: a big down-scaling warp
+    # would alias the pleats.
+    target_w = float(np.hypot(*(dst[0, -1] - dst[0, 0])))
+    template_w = float(src[0, -1, 0] - src[0, 0, 0])
+    factor = min(1.0, 1.5 * target_w / template_w)
+    if factor < 0.8:
+        tw = max(8, int(round(rgba.shape[1] * factor)))
+        th = max(8, int(round(rgba.shape[0] * factor)))
+        rgba = cv2.resize(rgba, (tw, th), interpolation=cv2.INTER_AREA)
+        src = (src + 0.5) * np.array([tw / template.rgba.shape[1], th / template.rgba.shape[0]],
+                                     np.float32) - 0.5
+
+    warped, x0, y0 = warp_mesh(rgba, extend_grid(src), extend_grid(dst), image.shape)
+    h, w = warped.shape[:2]
+    if h == 0 or w == 0:
+        return MaskLayer(np.zeros((0, 0, 3), np.float32), np.zeros((0, 0), np.float32), x0, y0), dst
+    alpha = feather(warped[..., 3].astype(np.float32) / 255.0, max(0.35, 0.004 * target_w))
+    face = image[y0:y0 + h, x0:x0 + w]
+    rgb = shade_from_face(warped[..., :3], alpha, face, _face_exposure(image, landmarks), target_w)
+    rgb = match_photo(rgb, face, alpha, rng, amount=realism)
+    return MaskLayer(rgb.astype(np.float32), alpha, x0, y0), dst
+
+
+def _pick_color(spec: Any, rng: np.random.Generator) -> tuple[tuple[int, int, int] | None, str]:
+    """(RGB or None for natural, its name) from a parsed --color value."""
+    if spec is None or spec == "natural":
+        return None, "natural"
+    if spec == "random":
+        # Half the time the natural colour: that is what most real masks look like.
+        if rng.random() < 0.5:
+            return None, "natural"
+        name = sorted(COLORS)[int(rng.integers(len(COLORS)))]
+        return COLORS[name], name
+    rgb = tuple(int(c) for c in spec)
+    return rgb, "#%02x%02x%02x" % rgb  # type: ignore[return-value]
+
+
+def mask_faces(image: np.ndarray, faces: Sequence[np.ndarray], mask_type: str = "surgical",
+               wear: str = "correct", color: Any = None, pattern: str = "none",
+               rng: np.random.Generator | None = None, jitter: float = 1.0,
+               realism: float = 1.0) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Mask every face (its landmarks) of an image with one mask type and wear mode.
+
+    Returns the masked image, the union of the masks' coverage (H x W float32, 0..1) and per-face
+    details (colour, pattern, the mask polygon). ``color`` is None/"natural", "random", or RGB;
+    ``pattern`` is one of :data:`PATTERNS` or "random".
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    out = image
+    coverage = np.zeros(image.shape[:2], np.float32)
+    details = []
+    for lm in faces:
+        rgb, color_name = _pick_color(color, rng)
+        pat = pattern
+        if pattern == "random":
+            pat = "none" if rng.random() < 0.6 else PATTERNS[1 + int(rng.integers(len(PATTERNS) - 1))]
+        if pat != "none" and rgb is None:
+            rgb = tuple(int(c) for c in load_template(mask_type).base_color)
+        layer, grid = render_mask(out, lm, mask_type, wear, rgb, pat, rng, jitter, realism)
+        if layer.alpha.size:
+            out = composite_layer(out, layer)
+            h, w = layer.alpha.shape
+            region = coverage[layer.y0:layer.y0 + h, layer.x0:layer.x0 + w]
+            np.maximum(region, layer.alpha, out=region)
+        details.append({"color": color_name, "pattern": pat,
+                        "polygon": np.round(grid_outline(grid), 1).tolist()})
+    if out is image:
+        out = image.copy()
+    return out, coverage, details
+
+
+# ------------------------------------------------------------------------------------------------
+# Variants: which (type, wear) outputs each image gets
+
+def parse_types(text: str) -> list[str]:
+    """``all`` -> every type; ``random`` -> one drawn per output; else a comma list of types."""
+    value = text.strip().lower()
+    if value in ("all", "random"):
+        return list(MASK_TYPES) if value == "all" else ["random"]
+    names = list(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
+    bad = [t for t in names if t not in MASK_TYPES]
+    if bad or not names:
+        raise ValueError(f"unknown mask type {', '.join(bad) or text!r}: choose from "
+                         f"{', '.join(MASK_TYPES)}, all or random")
+    return names
+
+
+def parse_wears(text: str) -> list[str]:
+    """``mix`` -> one drawn per output; ``all`` -> every mode; else a comma list of wear modes."""
+    value = text.strip().lower()
+    if value in ("all", "mix"):
+        return list(WEAR_MODES) if value == "all" else ["mix"]
+    names = list(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
+    bad = [t for t in names if t not in WEAR_MODES]
+    if bad or not names:
+        raise ValueError(f"unknown wear mode {', '.join(bad) or text!r}: choose from "
+                         f"{', '.join(WEAR_MODES)}, all or mix")
+    return names
+
+
+def plan_variants(job: Job, types: Sequence[str], wears: Sequence[str],
+                  per_image: int) -> list[tuple[str, str, str]]:
+    """``(mask type, wear mode, variant name)`` for each output of one input file.
+
+    Random choices come from the file's seed, so they do not depend on --workers.
+    """
+    plan = []
+    for k in range(per_image):
+        for t in types:
+            for w in wears:
+                rng = job.rng("plan", k, t, w)
+                mask_type = MASK_TYPES[int(rng.integers(len(MASK_TYPES)))] if t == "random" else t
+                wear = WEAR_MODES[int(rng.integers(len(WEAR_MODES)))] if w == "mix" else w
+                name = f"{mask_type}_{wear}" + (f"_{k + 1}" if per_image > 1 else "")
+                if t == "random" or w == "mix":
+                    # two draws may land on the same pair: keep names unique
+                    while name in {p[2] for p in plan}:
+                        name += "b"
+                plan.append((mask_type, wear, name))
+    return plan
+
+
+# ------------------------------------------------------------------------------------------------
+# The stage
+
+def process(job: Job) -> list[Produced]:
+    """Stage function: every detected face of one photo masked, one output per variant."""
+    p = job.params
+    image = read_image(job.source)
+    faces = find_faces(image)
+    if not faces:
+        raise SkipImage("no face")
+    good, skipped = [], []
+    for f in faces:
+        reason = check_face(f.landmarks, min_face=p.get("min_face", DEFAULT_MIN_FACE),
+                            max_yaw=p.get("max_yaw", DEFAULT_MAX_YAW))
+        entry = {"box": list(f.box), "score": round(f.score, 3),
+                 "landmarks": np.round(f.landmarks, 1).tolist(), **face_info(f.landmarks)}
+        (skipped if reason else good).append((f, entry, reason))
+    if not good:
+        raise SkipImage(skipped[0][2], {"faces": [dict(e, reason=r) for _, e, r in skipped]})
+
+    color = parse_color(p.get("color", "natural"))
+    produced: list[Produced] = []
+    for mask_type, wear, variant in plan_variants(job, p.get("types", ["surgical"]),
+                                                  p.get("wears", ["correct"]),
+                                                  int(p.get("per_image", 1))):
+        rng = job.rng("render", variant)
+        out, coverage, details = mask_faces(image, [f.landmarks for f, _, _ in good], mask_type, wear,
+                                            color, p.get("pattern", "none"), rng,
+                                            jitter=p.get("jitter", 1.0), realism=p.get("realism", 1.0))
+        rel = output_rel(job, variant)
+        faces_info = [dict(entry, **d) for (_, entry, _), d in zip(good, details)]
+        info: dict[str, Any] = {"faces": faces_info}
+        if skipped:
+            info["faces_skipped"] = [dict(e, reason=r) for _, e, r in skipped]
+        if p.get("save_alpha"):
+            info["alpha"] = f"{ALPHA_DIR}/{output_rel(job, variant, '.png')}"
+        produced.append(Produced(rel=rel, data=out, variant=variant, info=info,
+                                 params={"type": mask_type, "wear": wear,
+                                         "color": sorted({d["color"] for d in details}),
+                                         "pattern": sorted({d["pattern"] for d in details})}))
+        if p.get("save_alpha"):
+            alpha_png = np.rint(coverage * 255).astype(np.uint8)
+            produced.append(Produced(rel=info["alpha"], data=alpha_png, variant=f"{variant}.alpha",
+                                     params={"type": mask_type, "wear": wear},
+                                     info={"alpha_of": rel}))
+    for _, entry, reason in skipped:  # one record per face left unmasked, with why
+        produced.append(Produced(rel="", data=b"", status="skipped", reason=reason,
+                                 info={"face": entry}))
+    return produced
+
+
+def synth_masks(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
+                types: str | Iterable[str] = "surgical", wear: str | Iterable[str] = "correct",
+                per_image: int = 1, color: str = "natural", pattern: str = "none",
+                save_alpha: bool = False, min_face: float = DEFAULT_MIN_FACE,
+                max_yaw: float = DEFAULT_MAX_YAW, realism: float = 1.0, seed: int = 0,
+                workers: int | None = None, overwrite: bool = False, resume: bool = False,
+                jpeg_quality: int = 95, progress: bool | None = None) -> Summary:
+    """Mask every face of every photo under ``input_dir`` into ``output_dir`` (a mirrored tree).
+
+    Same defaults as ``maskprep synth-masks``. Raises ValueError for a bad option value and
+    :class:`maskprep.runner.RunError` for bad folders.
+    """
+    type_list = parse_types(types if isinstance(types, str) else ",".join(types))
+    wear_list = parse_wears(wear if isinstance(wear, str) else ",".join(wear))
+    parse_color(color)
+    if pattern not in (*PATTERNS, "random"):
+        raise ValueError(f"unknown pattern {pattern!r}: choose from {', '.join(PATTERNS)} or random")
+    if per_image < 1:
+        raise ValueError("per_image must be at least 1")
+    params = {"types": type_list, "wears": wear_list, "per_image": int(per_image), "color": color,
+              "pattern": pattern, "save_alpha": bool(save_alpha), "min_face": float(min_face),
+              "max_yaw": float(max_yaw), "realism": float(realism)}
+    return run_stage(STAGE, input_dir, output_dir, process, params=params, seed=seed, workers=workers,
+                     overwrite=overwrite, resume=resume, jpeg_quality=jpeg_quality, progress=progress)

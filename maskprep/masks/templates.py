@@ -1,0 +1,148 @@
+"""Mask templates: an RGBA drawing plus a grid of named anchors, loaded from ``mask_templates/``.
+
+A template is drawn flat (see ``mask_templates/draw_templates.py``); its anchors form a
+``rows x cols`` grid whose top row is the top edge (``top_center`` on the nose bridge), bottom row
+the bottom edge (``chin``), outer columns the sides. Colours and patterns are applied here, on the
+flat drawing, keeping its shading (pleats, seams, weave).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from maskprep.resources import templates_dir
+
+MASK_TYPES = ("surgical", "kf94", "cloth", "n95")
+
+# Named colours a user can pass to --color (RGB). "natural" keeps each mask's own colour.
+COLORS: dict[str, tuple[int, int, int]] = {
+    "white": (238, 238, 236),
+    "black": (38, 38, 42),
+    "grey": (128, 130, 134),
+    "blue": (70, 110, 180),
+    "lightblue": (156, 200, 222),
+    "navy": (36, 46, 86),
+    "green": (92, 150, 110),
+    "pink": (232, 160, 182),
+    "red": (178, 46, 52),
+    "beige": (214, 196, 168),
+    "yellow": (232, 204, 86),
+}
+PATTERNS = ("none", "stripes", "dots", "check")
+
+
+@dataclass(frozen=True)
+class MaskTemplate:
+    """One mask type: its flat RGBA drawing, anchor grid and fit parameters."""
+
+    name: str
+    rgba: np.ndarray                  # H x W x 4 uint8, natural colour
+    grid: np.ndarray                  # rows x cols x 2 float32 (x, y) anchor positions in ``rgba``
+    base_color: tuple[int, int, int]  # the flat colour the drawing is shaded from
+    fit: dict[str, float] = field(default_factory=dict)
+    anchors: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return int(self.grid.shape[0])
+
+    @property
+    def cols(self) -> int:
+        return int(self.grid.shape[1])
+
+
+@functools.lru_cache(maxsize=None)
+def load_template(name: str) -> MaskTemplate:
+    """Load a bundled template by mask type (``surgical``, ``kf94``, ``cloth``, ``n95``)."""
+    from PIL import Image
+
+    if name not in MASK_TYPES:
+        raise ValueError(f"unknown mask type {name!r}: choose from {', '.join(MASK_TYPES)}")
+    folder = templates_dir()
+    meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+    with Image.open(folder / meta["image"]) as img:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.uint8).copy()
+    rows, cols = meta["grid"]
+    points = [meta["anchors"][n] for n in meta["grid_order"]]
+    grid = np.asarray(points, np.float32).reshape(rows, cols, 2)
+    rgba.setflags(write=False)
+    grid.setflags(write=False)
+    return MaskTemplate(name=name, rgba=rgba, grid=grid, base_color=tuple(meta["base_color"]),
+                        fit=dict(meta.get("fit", {})),
+                        anchors={k: tuple(v) for k, v in meta["anchors"].items()})
+
+
+def parse_color(text: str) -> tuple[int, int, int] | str:
+    """``natural``/``random``, a name from :data:`COLORS`, or ``#rrggbb`` -> RGB (or the keyword)."""
+    value = text.strip().lower()
+    if value in ("natural", "random"):
+        return value
+    if value in COLORS:
+        return COLORS[value]
+    if re.fullmatch(r"#?[0-9a-f]{6}", value):
+        value = value.lstrip("#")
+        return tuple(int(value[i:i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+    raise ValueError(f"unknown colour {text!r}: use natural, random, #rrggbb or one of "
+                     f"{', '.join(COLORS)}")
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _pattern(kind: str, shape: tuple[int, int], color: np.ndarray, scale: float,
+             rng: np.random.Generator) -> np.ndarray:
+    """A flat printed pattern (H x W x 3 float, 0..255) in template pixels."""
+    h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    light = np.array([240.0, 238.0, 232.0], np.float32)
+    phase = float(rng.uniform(0, 1))
+    if kind == "stripes":
+        period = 22.0 * scale
+        band = ((xs + ys * 0.6) / period + phase) % 1.0 < 0.5
+        return np.where(band[..., None], color, light)
+    if kind == "dots":
+        period = 18.0 * scale
+        gx = (xs / period + phase) % 1.0 - 0.5
+        gy = (ys / period + ((xs // period) % 2) * 0.5) % 1.0 - 0.5
+        dot = gx ** 2 + gy ** 2 < 0.06
+        return np.where(dot[..., None], light, color)
+    if kind == "check":
+        period = 20.0 * scale
+        a = ((xs / period + phase) % 1.0) < 0.5
+        b = ((ys / period + phase) % 1.0) < 0.5
+        weight = (a.astype(np.float32) + b.astype(np.float32)) / 2.0
+        return light * (1 - weight[..., None]) + color * weight[..., None]
+    return np.broadcast_to(color, (h, w, 3)).astype(np.float32)
+
+
+def colored_rgba(template: MaskTemplate, color: tuple[int, int, int] | None = None,
+                 pattern: str = "none", rng: np.random.Generator | None = None) -> np.ndarray:
+    """The template's RGBA in another colour and/or pattern, keeping its shading.
+
+    ``color=None`` with no pattern returns the natural drawing. Shading is the ratio of each
+    pixel's luminance to the base colour's, so pleats and seams survive any colour.
+    """
+    if color is None and pattern in ("none", "", None):
+        return template.rgba
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown pattern {pattern!r}: choose from {', '.join(PATTERNS)}")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    rgb = template.rgba[..., :3].astype(np.float32)
+    base = np.asarray(template.base_color, np.float32)
+    shade = _luminance(rgb) / max(float(_luminance(base)), 1.0)
+    target = np.asarray(color if color is not None else template.base_color, np.float32)
+    flat = _pattern(pattern, rgb.shape[:2], target, template.rgba.shape[1] / 320.0, rng)
+    out = np.clip(flat * shade[..., None], 0, 255)
+    return np.dstack([out.astype(np.uint8), template.rgba[..., 3]])
+
+
+def template_info(template: MaskTemplate) -> dict[str, Any]:
+    """A short JSON-ready description (for manifests and --help)."""
+    return {"type": template.name, "base_color": list(template.base_color),
+            "grid": [template.rows, template.cols]}
