@@ -68,7 +68,7 @@ SPECS = {
     "kf94": {
         "base_color": [240, 241, 243],
         "description": "Korean KF94: fish shape, horizontal fold, centre seam, welded side flaps",
-        "fit": {"top": 0.26, "side_drop": 0.2, "chin_margin": 0.1, "width": 1.02, "bulge": 0.07},
+        "fit": {"top": 0.28, "side_drop": 0.2, "chin_margin": 0.1, "width": 1.02, "bulge": 0.05},
         "straps": "loops",
     },
     "cloth": {
@@ -80,7 +80,7 @@ SPECS = {
     "n95": {
         "base_color": [236, 232, 220],   # moulded off-white
         "description": "moulded N95 cup: rim, nose foam, two head straps",
-        "fit": {"top": 0.22, "side_drop": 0.35, "chin_margin": 0.1, "width": 0.94, "bulge": 0.1},
+        "fit": {"top": 0.28, "side_drop": 0.35, "chin_margin": 0.1, "width": 0.94, "bulge": 0.06},
         "straps": "bands",
     },
 }

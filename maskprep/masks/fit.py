@@ -20,6 +20,11 @@ WEAR_MODES = ("correct", "nose-out", "chin")
 _CORNER_JAW = {"correct": 1.0, "nose-out": 2.5, "chin": 4.4}
 _SIDE_LENGTH = 1.3            # jaw-index length of the mask's side edge below each corner
 _MIDLINE = (27, 28, 29, 30, 33, 51, 57, 8)
+# Landmarks the top edge must stay below, per wear mode: the eyes, the nose, the mouth.
+_CEILING = {"correct": range(36, 48), "nose-out": range(31, 36), "chin": range(48, 60)}
+# ... and above, so they stay covered.
+_FLOOR = {"correct": range(30, 36), "nose-out": range(48, 60), "chin": (8,)}
+_CEILING_MARGIN = 0.035       # of the face height, room for the feathered edge
 
 DEFAULT_MIN_FACE = 40         # px between jaw points 0 and 16: smaller faces are skipped
 DEFAULT_MAX_YAW = 0.6         # |yaw proxy| above this: too turned for a sane fit
@@ -161,6 +166,17 @@ def fit_grid(landmarks: np.ndarray, rows: int, cols: int, wear: str = "correct",
     # The corners sit a touch outside the jaw line too (the mask stands off the cheek).
     top[0] += (top[0] - centre) * 0.015
     top[-1] += (top[-1] - centre) * 0.015
+
+    # Keep the top edge clear of what the wear mode leaves uncovered (eyes, nose, mouth): the
+    # bow over the cheeks or a small face must never cover them.
+    # And keep it above what the mode covers (a broad smile lifts the mouth corners).
+    hi = float((lm[list(_CEILING[wear])] @ frame.up).min()) - _CEILING_MARGIN * h
+    lo = float((lm[list(_FLOOR[wear])] @ frame.up).max()) + _CEILING_MARGIN * h
+    if lo > hi:  # squeezed landmarks: split the difference
+        lo = hi = (lo + hi) / 2
+    heights = top @ frame.up
+    top += np.outer(np.clip(heights, lo, hi) - heights, frame.up)
+    top_c = top[cols // 2].copy()
 
     if width != 1.0:
         for arr in (top, bottom):
