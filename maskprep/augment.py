@@ -43,8 +43,8 @@ DEFAULT_SPLITS = ("train",)
 ALL_SPLITS = "all"
 ROUND = 4                   # decimals kept for drawn parameters; the rounded values are the ones applied
 
-# Luma and the two chroma axes (YIQ). Saturation scales and hue rotates the chroma plane, which
-# leaves luma (and so brightness and contrast) untouched: the four jitter factors stay independent.
+# Luma and the two chroma axes (YIQ). Saturation scales and hue rotates the chroma plane and leave
+# luma alone, so the luma statistics depend on brightness and contrast only.
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
                         [0.596, -0.274, -0.322],
                         [0.211, -0.523, 0.312]], dtype=np.float64)
@@ -114,9 +114,10 @@ def color_jitter(image: np.ndarray, brightness: float = 1.0, contrast: float = 1
                  saturation: float = 1.0, hue: float = 0.0) -> np.ndarray:
     """Brightness, contrast, saturation and hue changes as one affine colour transform (one pass).
 
-    Before clipping to 0..255: luma is multiplied by ``brightness``; its spread about its mean by
-    ``contrast``; the chroma (colourfulness) by ``saturation``; and the hue turns by ``hue`` turns.
-    Factors of 1 (and hue 0) leave the image unchanged.
+    Before clipping to 0..255: mean luma is multiplied by ``brightness``; the spread of luma about
+    its mean by ``brightness * contrast``; the chroma (colourfulness) by ``brightness * contrast *
+    saturation`` (as with torchvision's ColorJitter, a brighter or more contrasted image is also more
+    colourful); the hue turns by ``hue`` turns. Factors of 1 (and hue 0) leave the image unchanged.
     """
     mean_luma = float(np.dot(LUMA, cv2.mean(image)[:3]))
     return cv2.transform(image, jitter_matrix(brightness, contrast, saturation, hue, mean_luma))
