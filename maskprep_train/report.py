@@ -1,0 +1,145 @@
+"""The report in ``--out``: metrics.json, loss/F1 and ROC plots, and a plain-language gap verdict.
+
+The verdict compares macro-F1 of the best checkpoint (evaluated with dropout and augmentation off)
+on train, val and test, and says what a gap usually means and what to do about it. A gap smaller
+than the sampling noise of the smaller split (two standard errors) is called noise, not a finding.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from maskprep_train.metrics import roc_curve
+
+GAP_WARN = 0.10     # a macro-F1 gap this large is a problem worth a warning
+VERDICT_NAME = "verdict.txt"
+
+
+def _noise(f: float, n: int) -> float:
+    """Two standard errors of a proportion near ``f`` measured on ``n`` images."""
+    if n <= 0:
+        return 1.0
+    p = min(max(f, 0.05), 0.95)
+    return 2.0 * math.sqrt(p * (1 - p) / n)
+
+
+def gap_verdict(final: dict[str, dict[str, Any]], data_hint: str = "DATA") -> dict[str, Any]:
+    """``{"status": "ok"|"warning", "train_val_gap", "val_test_gap", "lines": [...]}`` from final metrics.
+
+    ``final`` maps split name to :func:`maskprep_train.metrics.summarize` output (macro_f1 and n used).
+    """
+    f = {k: v.get("macro_f1") for k, v in final.items() if v and v.get("macro_f1") is not None}
+    n = {k: int(v.get("n") or 0) for k, v in final.items() if v}
+    lines: list[str] = []
+    warn = False
+    tv = vt = None
+    if "train" in f and "val" in f:
+        tv = f["train"] - f["val"]
+        noise = _noise(f["val"], n["val"])
+        head = f"train {f['train']:.3f} vs val {f['val']:.3f} (macro-F1)"
+        if tv > max(GAP_WARN, noise):
+            warn = True
+            lines.append(f"WARNING overfitting: {head}. The model fits the training photos much better "
+                         "than new ones: add photos, keep --augment light, freeze more (--freeze head or "
+                         "layer4), or train fewer epochs (--patience).")
+        elif tv < -noise:
+            lines.append(f"note: val above train: {head}. Usually harmless: the val split is small or "
+                         "easier, and per-epoch train numbers are taken with dropout and augmentation "
+                         "on, which are off at evaluation. Check the split is not easier by chance "
+                         "(another --seed) before trusting it.")
+        else:
+            lines.append(f"ok: {head}; the gap is within {max(GAP_WARN, noise):.2f}.")
+    if "val" in f and "test" in f:
+        vt = f["val"] - f["test"]
+        noise = _noise(f["test"], n["test"]) + _noise(f["val"], n["val"])
+        head = f"val {f['val']:.3f} vs test {f['test']:.3f} (macro-F1)"
+        if vt > max(GAP_WARN, noise):
+            warn = True
+            lines.append(f"WARNING generalisation gap: {head}. The test photos differ from the training "
+                         f"ones. Run `maskprep audit {data_hint}` to look for leakage (copies of one photo "
+                         "on both sides of train/val inflate val) and for domain shift (test photos from "
+                         "another source, size, pose or lighting); add training photos like the test ones.")
+        elif vt < -noise:
+            lines.append(f"note: test above val: {head}; the test set may be easier than the training data.")
+        else:
+            lines.append(f"ok: {head}; val predicts test within {max(GAP_WARN, noise):.2f}.")
+    elif "val" in f:
+        lines.append("note: no test set. Val chose the best epoch, so its numbers are optimistic; pass "
+                     "--test DIR with photos from another source to measure generalisation.")
+    small = [k for k in ("val", "test") if k in n and 0 < n[k] < 50]
+    if small:
+        verb = "has" if len(small) == 1 else "have"
+        lines.append(f"note: {' and '.join(small)} {verb} fewer than 50 images; numbers move by several "
+                     "points from photo to photo.")
+    return {"status": "warning" if warn else "ok", "train_val_gap": tv, "val_test_gap": vt, "lines": lines}
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    """Loss and macro-F1 per epoch, train (running, augmented) and val."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "macro_f1", "macro-F1")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            vals = [np.nan if h[split].get(key) is None else h[split][key] for h in history]
+            ax.plot(epochs, vals, style, label=split, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_roc(roc_inputs: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[str], path: Path) -> None:
+    """One-vs-rest ROC curves per class, one panel per split (val, test)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    splits = list(roc_inputs)
+    fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 4.5), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        y, probs = roc_inputs[split]
+        for c, name in enumerate(classes):
+            pos = np.asarray(y) == c
+            if pos.all() or not pos.any():
+                continue
+            fpr, tpr, _ = roc_curve(pos, np.asarray(probs)[:, c])
+            ax.plot(fpr, tpr, label=name)
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set_title(f"ROC ({split}, one-vs-rest)")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(out: Path, result: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+    """Write metrics.json, curves.png, roc.png and verdict.txt into ``out``; print the verdict."""
+    roc_inputs = {k: v.pop("_roc_inputs") for k, v in result["final"].items() if "_roc_inputs" in v}
+    verdict = gap_verdict(result["final"], result.get("data_root", "DATA"))
+    result["verdict"] = verdict
+    with open(out / "metrics.json", "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1)
+    plot_curves(result["epochs"], out / "curves.png")
+    if roc_inputs:
+        plot_roc(roc_inputs, result["classes"], out / "roc.png")
+    summary = [f"best epoch {result['best_epoch']} of {len(result['epochs'])}"]
+    for split, m in result["final"].items():
+        auc = "n/a" if m.get("roc_auc") is None else f"{m['roc_auc']:.3f}"
+        summary.append(f"  {split:5s} n={m['n']:5d}  acc {m['accuracy']:.3f}  macro-F1 "
+                       f"{(m['macro_f1'] or 0):.3f}  ROC-AUC {auc}")
+    text = "\n".join(summary + ["verdict:"] + ["  " + line for line in verdict["lines"]])
+    (out / VERDICT_NAME).write_text(text + "\n", encoding="utf-8")
+    say(text)
+    say(f"report written to {out}/ (metrics.json, best.pt, curves.png, roc.png, verdict.txt)")
+    return result
