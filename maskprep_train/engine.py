@@ -449,6 +449,27 @@ def _early_stop_loop(cfg: TrainConfig, model: Any, opt: Any, sched: Any, info: D
     return history, best_state, best_epoch, stopped
 
 
+def train_step(net: Any, x: Any, y: Any, criterion: Any, opt: Any, dev: DeviceConfig,
+               scaler: Any = None) -> tuple[Any, float]:
+    """One optimisation step on a batch already on the device: ``(detached logits, loss value)``.
+
+    Autocast follows ``dev`` (bf16/fp16 on CUDA); the loss is computed in float32; a GradScaler is
+    used only for fp16, where small gradients would underflow.
+    """
+    with _autocast(dev):
+        logits = net(x)
+    loss = criterion(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+    return logits.detach(), float(loss.detach())
+
+
 def _fit_plain(model, ds, cfg: TrainConfig, dev: DeviceConfig, info: D.DistInfo, weights, lr, workers, say):
     """The full loop: images through the whole network every epoch (DDP under torchrun)."""
     torch = _torch()
@@ -484,17 +505,11 @@ def _fit_plain(model, ds, cfg: TrainConfig, dev: DeviceConfig, info: D.DistInfo,
                 continue
             x, y, _ = batch
             x, y = _to_device(x, dev), y.to(dev.device)
-            with _autocast(dev):
-                logits = net(x)
-                loss = criterion(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            losses.append(float(loss.detach()) * len(y))
+            logits, loss = train_step(net, x, y, criterion, opt, dev, scaler)
+            losses.append(loss * len(y))
             sizes.append(len(y))
             ys.append(y.cpu().numpy())
-            probs.append(torch.softmax(logits.detach().float(), 1).cpu().numpy())
+            probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
         # Running numbers (augmentation and dropout on), merged over ranks.
         local = (float(sum(losses)), int(sum(sizes)),
                  np.concatenate(ys) if ys else np.zeros(0, np.int64),

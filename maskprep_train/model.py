@@ -76,11 +76,14 @@ def build_model(arch: str, n_classes: int, weights: str | os.PathLike | None = "
         # A torchvision checkpoint has fc.weight (no Dropout), ours fc.1.weight: keep only the backbone
         # unless the head fits exactly.
         state = {k: v for k, v in state.items() if not k.startswith("fc.") or head_ok}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing_backbone = [k for k in missing if not k.startswith("fc.")]
-        if missing_backbone or unexpected:
-            raise WeightsError(f"{weights}: does not fit {arch} (missing {missing_backbone[:3]}, "
-                               f"unexpected {list(unexpected)[:3]}); check --arch")
+        missing = [k for k in own if k not in state and not k.startswith("fc.")]
+        unexpected = [k for k in state if k not in own]
+        wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
+        if missing or unexpected or wrong:
+            raise WeightsError(f"{weights}: does not fit {arch} ({len(missing)} missing, "
+                               f"{len(unexpected)} unexpected, {len(wrong)} wrongly shaped tensors, e.g. "
+                               f"{(missing + unexpected + wrong)[:2]}); check --arch")
+        model.load_state_dict(state, strict=False)
     return model
 
 
