@@ -11,8 +11,9 @@ Models load lazily, once per process (stages fork worker processes; nothing load
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -29,6 +30,9 @@ SMALL_SIDE = 640
 #: The HOG detector's window: faces much smaller than this (in the searched copy) are not found.
 HOG_WINDOW = 80
 MODELS = ("hog", "cnn")
+
+if TYPE_CHECKING:  # the runner is only needed by the stage at the bottom
+    from maskprep.runner import Job, Produced, Summary
 
 _LANDMARKS_MODEL = "shape_predictor_68_face_landmarks.dat"
 _CNN_MODEL = "mmod_human_face_detector.dat"
@@ -285,3 +289,83 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Apply a 2x3 affine to (N, 2) points; returns float32."""
     pts = np.asarray(points, dtype=np.float64)
     return (pts @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# The stage: one photo in, one aligned crop per face out
+
+STAGE = "detect"
+
+
+def _check_settings(model: str, min_score: float, upsample: int | None, max_side: int, size: int,
+                    margin: float) -> None:
+    if model not in MODELS:
+        raise ValueError(f"unknown face model {model!r}: choose one of {', '.join(MODELS)}")
+    if upsample is not None and not 0 <= upsample <= 4:
+        raise ValueError(f"upsample must be 0-4 (each step costs 4x), got {upsample}")
+    if max_side < 0:
+        raise ValueError(f"max_side must be >= 0 (0 = search at full size), got {max_side}")
+    if size < 8:
+        raise ValueError(f"crop size must be at least 8 px, got {size}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    if not math.isfinite(min_score):
+        raise ValueError(f"min_score must be a number, got {min_score}")
+
+
+def face_record(face: Face, matrix: np.ndarray, index: int, count: int) -> dict[str, Any]:
+    """The manifest ``info`` of one crop: the face in source pixels, its landmarks in the crop, the map."""
+    info = face.to_dict()
+    info.update(
+        face_index=index,
+        faces_in_image=count,
+        landmarks_crop=np.round(transform_points(face.landmarks, matrix).astype(np.float64), 2).tolist(),
+        matrix=np.round(matrix, 6).tolist(),
+    )
+    return info
+
+
+def process(job: Job) -> list[Produced]:
+    """Stage function for the shared runner: detect, then one aligned crop per face."""
+    from maskprep.images import read_image
+    from maskprep.runner import Produced, SkipImage, output_rel
+
+    p = job.params
+    image = read_image(job.source)
+    faces = detect_faces(image, model=p["model"], min_score=p["min_score"], upsample=p["upsample"],
+                         max_side=p["max_side"])
+    h, w = image.shape[:2]
+    if not faces:
+        scale, passes = search_plan(h, w, p["upsample"], p["max_side"])
+        raise SkipImage("no face", {"image_size": [w, h], "search_scale": round(scale, 4),
+                                    "upsample": passes})
+    produced = []
+    for k, face in enumerate(faces, start=1):
+        crop, matrix = align_face(image, face, size=p["size"], margin=p["margin"])
+        info = face_record(face, matrix, k, len(faces))
+        info["image_size"] = [w, h]
+        produced.append(Produced(rel=output_rel(job, f"face{k}"), data=crop, variant=f"face{k}",
+                                 info=info))
+    return produced
+
+
+def detect_tree(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
+                model: str = "hog", min_score: float = DEFAULT_MIN_SCORE, upsample: int | None = None,
+                max_side: int = DEFAULT_MAX_SIDE, size: int = DEFAULT_ALIGN_SIZE,
+                margin: float = DEFAULT_MARGIN, seed: int = 0, workers: int | None = None,
+                overwrite: bool = False, resume: bool = False, jpeg_quality: int = 95,
+                progress: bool | None = None) -> Summary:
+    """Write an aligned crop of every face under ``input_dir`` to ``output_dir`` (a mirrored tree).
+
+    Same defaults as ``maskprep detect``: ``<stem>__face<k>.<ext>`` per face (k = 1 for the largest),
+    one manifest record per face with box, score, landmarks (source and crop pixels), pose and the
+    source->crop affine; photos without a face are recorded as skipped with reason ``no face``.
+    Raises ValueError for a bad setting and :class:`maskprep.runner.RunError` for bad folders.
+    """
+    from maskprep.runner import run_stage
+
+    _check_settings(model, min_score, upsample, max_side, size, margin)
+    params = {"model": model, "min_score": float(min_score), "upsample": upsample,
+              "max_side": int(max_side), "size": int(size), "margin": float(margin)}
+    return run_stage(STAGE, input_dir, output_dir, process, params=params, seed=seed, workers=workers,
+                     overwrite=overwrite, resume=resume, jpeg_quality=jpeg_quality, progress=progress)
