@@ -178,3 +178,77 @@ def test_bad_arguments_are_refused(astronaut):
         detect_faces(astronaut, model="haar")
     with pytest.raises(ValueError, match="uint8"):
         detect_faces(astronaut.astype(np.float32))
+
+
+@pytest.fixture()
+def photo_tree(tmp_path, identities) -> Path:
+    """A small input tree: a two-face photo in a class folder, a dog photo, a broken file."""
+    import shutil
+    root = tmp_path / "in"
+    (root / "people" / "group").mkdir(parents=True)
+    (root / "animals").mkdir()
+    shutil.copy(identities / "multi" / "kit_with_rose.jpg", root / "people" / "group" / "kit.with.rose.jpg")
+    shutil.copy(identities / "barack_obama" / "32bit.png", root / "people" / "obama_rgba.png")
+    shutil.copy(require_shared("faces", "dlib_landmarks", "dogs.jpg"), root / "animals" / "dogs.jpg")
+    (root / "animals" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+def test_detect_command_writes_crops_and_manifest(photo_tree, tmp_path):
+    from click.testing import CliRunner
+
+    from maskprep.cli import cli
+    from maskprep.manifest import read_manifest
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["detect", str(photo_tree), str(out), "-q", "-j", "2",
+                                      "--size", "128", "--margin", "0.3"])
+    assert result.exit_code == 0, result.output
+    assert "4 input(s) -> 3 output(s), 1 skipped, 1 failed" in result.output
+    crops = sorted(p.relative_to(out).as_posix() for p in out.rglob("*__face*"))
+    assert crops == ["people/group/kit.with.rose__face1.jpg", "people/group/kit.with.rose__face2.jpg",
+                     "people/obama_rgba__face1.png"]
+    records = {r.output or r.source: r for r in read_manifest(out)}
+    assert records["animals/dogs.jpg"].status == "skipped"
+    assert records["animals/dogs.jpg"].reason == "no face"
+    assert records["animals/broken.jpg"].status == "failed"
+    first = records["people/group/kit.with.rose__face1.jpg"]
+    second = records["people/group/kit.with.rose__face2.jpg"]
+    assert first.source == second.source == "people/group/kit.with.rose.jpg"
+    assert first.info["faces_in_image"] == 2 and first.info["score"] >= DEFAULT_MIN_SCORE
+    # the larger face comes first
+    def area(info):
+        return (info["box"][2] - info["box"][0]) * (info["box"][3] - info["box"][1])
+    assert area(first.info) >= area(second.info)
+    # crop landmarks are the source landmarks through the recorded matrix, and lie in the crop
+    matrix = np.array(first.info["matrix"])
+    src = np.array(first.info["landmarks"], dtype=np.float32)
+    crop_pts = np.array(first.info["landmarks_crop"])
+    assert np.allclose(transform_points(src, matrix), crop_pts, atol=0.02)
+    assert crop_pts.min() >= 0 and crop_pts.max() <= 128
+    assert abs(pose_from_landmarks(crop_pts)[0]) < 0.5
+    crop = read_image(out / "people/group/kit.with.rose__face1.jpg")
+    assert crop.shape == (128, 128, 3)
+    # the crop shows that face: the detector finds it again, filling most of the crop
+    again = detect_faces(crop, min_score=0.0)
+    assert again and again[0].width > 50
+
+    # one worker gives byte-identical crops
+    out1 = tmp_path / "out1"
+    result = CliRunner().invoke(cli, ["detect", str(photo_tree), str(out1), "-q", "-j", "1",
+                                      "--size", "128", "--margin", "0.3"])
+    assert result.exit_code == 0, result.output
+    for rel in crops:
+        assert (out / rel).read_bytes() == (out1 / rel).read_bytes()
+
+
+def test_detect_command_refuses_bad_options(photo_tree, tmp_path):
+    from click.testing import CliRunner
+
+    from maskprep.cli import cli
+    runner = CliRunner()
+    for bad in (["--upsample", "9"], ["--upsample", "lots"], ["--model", "haar"], ["--size", "2"]):
+        result = runner.invoke(cli, ["detect", str(photo_tree), str(tmp_path / "o"), *bad])
+        assert result.exit_code == 2, (bad, result.output)
+    assert runner.invoke(cli, ["detect", str(tmp_path / "missing"), str(tmp_path / "o")]).exit_code == 2
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*__face*"))
