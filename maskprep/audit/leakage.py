@@ -15,6 +15,7 @@ reported as a finding with ``kind``:
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import PurePosixPath
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ from maskprep.audit.duplicates import Duplicates, UnionFind
 from maskprep.audit.hashing import MASK_REGION
 from maskprep.audit.pairs import flip_aware_pairs, hamming_pairs
 from maskprep.audit.scan import THUMB_SIDE, Dataset, FileEntry, source_key
+from maskprep.manifest import group_key, split_variant
 
 MASKED_HASH_THRESHOLD = 12   # bits; a painted mask moves these hashes by 0-12 bits on real face crops
 MIN_AGREEMENT = 0.70         # share of thumbnail pixels outside the mask area within 10 grey levels;
@@ -89,6 +91,47 @@ def _spans(entries: Sequence[FileEntry], members: Sequence[int]) -> bool:
     return len({entries[k].split for k in members}) > 1
 
 
+def variant_leaks(dataset: Dataset) -> list[dict[str, Any]]:
+    """Copies of one source photo in two splits, from manifests and from ``<stem>__<variant>`` names.
+
+    Manifest: files whose recorded ``origin`` is the same photo (plus that photo itself when it is in
+    the tree) in more than one split. Names: a variant whose split holds no file of its base name
+    (``val/c/a__flip.jpg`` with no ``val/c/a.*``) came from the same-named file of another split;
+    a variant beside its own original is not evidence of a leak, however common the name.
+    """
+    entries = dataset.entries
+    findings: list[dict[str, Any]] = []
+    by_origin: dict[str, list[int]] = defaultdict(list)
+    named: list[int] = []
+    for k, e in enumerate(entries):
+        if e.rel in dataset.origins and dataset.origins[e.rel] != e.rel:
+            by_origin[group_key(dataset.origins[e.rel])].append(k)
+        else:
+            named.append(k)
+    path_key = {group_key(entries[k].rel): k for k in named if not split_variant(entries[k].rel)[1]}
+    for key, members in sorted(by_origin.items()):
+        group = members + ([path_key[key]] if key in path_key else [])
+        if _spans(entries, group):
+            findings.append(_finding(entries, "variant", group, source=key, evidence=["manifest"]))
+    by_name: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for k in named:
+        key, _ = source_key(entries[k].rel, {})
+        by_name[key][entries[k].split].append(k)
+    for key, splits in sorted(by_name.items()):
+        if len(splits) < 2:
+            continue
+        orphans = [k for s, ks in splits.items()
+                   if not any(not split_variant(entries[j].rel)[1] for j in ks)
+                   for k in ks]
+        if not orphans:
+            continue
+        orphan_splits = {entries[k].split for k in orphans}
+        others = [k for s, ks in splits.items() if s not in orphan_splits for k in ks]
+        if others or len(orphan_splits) > 1:
+            findings.append(_finding(entries, "variant", orphans + others, source=key, evidence=["name"]))
+    return findings
+
+
 def find_leakage(dataset: Dataset, dups: Duplicates,
                  identity_pairs: Sequence[tuple[int, int, float]] | None = None,
                  masked_threshold: int = MASKED_HASH_THRESHOLD) -> list[dict[str, Any]]:
@@ -110,16 +153,7 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
                       "mirrored": p.mirrored}
                      for p in pairs_of[g] if entries[p.a].split != entries[p.b].split]
             findings.append(_finding(entries, "near", group, pairs=cross))
-    # Copies of one source photo, by manifest origin or by variant file name.
-    by_key: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for k, e in enumerate(entries):
-        key, evidence = source_key(e.rel, dataset.origins)
-        by_key[key].append((k, evidence))
-    for key, members in sorted(by_key.items()):
-        idx = [k for k, _ in members]
-        evidence = sorted({ev for _, ev in members if ev})
-        if evidence and _spans(entries, idx):
-            findings.append(_finding(entries, "variant", idx, source=key, evidence=evidence))
+    findings.extend(variant_leaks(dataset))
     # Masked copies: pixels only, so they are found without any manifest.
     linked = UnionFind(len(entries))
     for group in dups.exact_groups + dups.near_groups:
@@ -144,13 +178,26 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
     return findings
 
 
-def label_conflicts(entries: Sequence[FileEntry], dups: Duplicates) -> list[dict[str, Any]]:
-    """Exact or near copies filed under two different classes."""
+def label_conflicts(entries: Sequence[FileEntry], dups: Duplicates,
+                    origins: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Exact or near copies filed under two different classes.
+
+    A near copy that is a recorded variant of the other file (same source by manifest or by
+    ``<stem>__<variant>`` name) is left out: a masked copy of a photo is meant to change class.
+    """
+    origins = origins or {}
     out = []
     for group, kind in zip(dups.exact_groups, dups.exact_kind):
         if len({entries[k].label for k in group}) > 1:
             out.append(_finding(entries, "exact", group, how=kind))
-    for group in dups.near_groups:
+    uf = UnionFind(len(entries))
+    for pr in dups.near_pairs:
+        (ka, ea), (kb, eb) = source_key(entries[pr.a].rel, origins), source_key(entries[pr.b].rel, origins)
+        # one a variant of the other, whatever class folder the variant went to
+        related = (ea or eb) and PurePosixPath(ka).name == PurePosixPath(kb).name
+        if not related:
+            uf.union(pr.a, pr.b)
+    for group in uf.groups():
         if len({entries[k].label for k in group}) > 1:
             out.append(_finding(entries, "near", group))
     return out

@@ -109,7 +109,8 @@ def audit(root: str | os.PathLike, near_threshold: int = DEFAULT_NEAR_THRESHOLD,
           max_drift: float = DEFAULT_MAX_DRIFT) -> AuditReport:
     """Audit the image tree at ``root`` (``class/`` or ``split/class/`` folders) and return the findings.
 
-    ``near_threshold``: pHash bits (of 64) within which two pictures are near duplicates.
+    ``near_threshold``: bits (of 64) within which both pHash and dHash of two pictures must agree
+    for them to count as near duplicates.
     ``identity``: also look for the same person across splits (dlib descriptors; slow, opt-in).
     """
     started = time.perf_counter()
@@ -125,7 +126,7 @@ def audit(root: str | os.PathLike, near_threshold: int = DEFAULT_NEAR_THRESHOLD,
     t = time.perf_counter()
     id_pairs, id_info = _identity_pairs(dataset) if identity else ([], None)
     leakage = find_leakage(dataset, dups, identity_pairs=id_pairs)
-    conflicts = label_conflicts(dataset.entries, dups)
+    conflicts = label_conflicts(dataset.entries, dups, dataset.origins)
     timings["leakage"] = time.perf_counter() - t
     settings = {"near_threshold": near_threshold, "identity": identity, "min_side": min_side,
                 "max_aspect": max_aspect, "max_imbalance": max_imbalance, "max_drift": max_drift}

@@ -63,7 +63,7 @@ def summary_lines(report: "AuditReport", max_listed: int = 10) -> list[str]:
     dup = d["duplicates"]
     lines.append(f"  duplicates: {len(dup['exact'])} exact groups "
                  f"({sum(len(g['files']) for g in dup['exact'])} files), {len(dup['near'])} near groups "
-                 f"({sum(len(g['files']) for g in dup['near'])} files, pHash <= "
+                 f"({sum(len(g['files']) for g in dup['near'])} files, pHash and dHash <= "
                  f"{d['settings']['near_threshold']} bits, mirror-aware)")
     if len(d["splits"]) < 2:
         lines.append("  leakage: one split only (no train/val/test folders), nothing to leak")

@@ -226,7 +226,15 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: 
                 bar.update(1)
         else:
             ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-            with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(identity,)) as pool:
+            # A child forked while OpenCV's thread pool exists hangs on its first parallel cv2 call:
+            # stop the parent's pool for the fork and restore it once the workers exist.
+            threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+            try:
+                pool = ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(identity,))
+            finally:
+                cv2.setNumThreads(threads)
+            with pool:
                 chunk = 1 if identity else max(1, min(32, len(jobs) // (workers * 8)))
                 for entry in pool.imap(_scan_job, jobs, chunksize=chunk):
                     entries.append(entry)

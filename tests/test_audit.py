@@ -1,0 +1,342 @@
+"""maskprep audit on real photos: duplicates, mirrored and masked copies, leakage, balance, bad files."""
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from maskprep.audit import audit, write_html, write_json
+from maskprep.audit.hashing import compute_hashes, hamming
+from maskprep.audit.pairs import brute_pairs, flip_aware_pairs, hamming_pairs, mih_pairs
+from maskprep.cli import cli
+from maskprep.images import ImageReadError, decode_image, encode_image, list_images, read_image, write_image
+from maskprep.manifest import ManifestWriter, Record
+
+OBAMA_NEAR = {f"barack_obama/obama-{r}.jpg" for r in ("240p", "480p", "720p", "1080p")}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    return dst
+
+
+@functools.lru_cache(maxsize=1)
+def _dlib_models():
+    import dlib
+
+    from maskprep.resources import dlib_model_path
+    return (dlib.get_frontal_face_detector(),
+            dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat"))))
+
+
+def _landmarks(image: np.ndarray) -> np.ndarray:
+    detector, predictor = _dlib_models()
+    faces = detector(image, 1)
+    assert faces, "test photo must have a detectable face"
+    shape = predictor(image, max(faces, key=lambda r: r.area()))
+    return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+
+
+def paint_mask(image: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A textured mask-shaped polygon over the lower face (jaw line up to the nose bridge), the way a
+    synthetic-mask stage covers a face: the rest of the photo is untouched."""
+    lm = _landmarks(image)
+    top = lm[28, 1]
+    poly = np.concatenate([lm[1:16], [[lm[15, 0], top], lm[28], [lm[1, 0], top]]]).astype(np.int32)
+    region = np.zeros(image.shape[:2], dtype=np.uint8)
+    cv2.fillPoly(region, [poly], 1)
+    rng = np.random.default_rng(seed)
+    cloth = np.array([90, 150, 210], dtype=np.int16) + rng.integers(-18, 18, image.shape, dtype=np.int16)
+    out = image.copy()
+    out[region == 1] = np.clip(cloth[region == 1], 0, 255).astype(np.uint8)
+    return out
+
+
+def _kinds(report) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for f in report.leakage:
+        out.setdefault(f["kind"], []).append(f)
+    return out
+
+
+def _leaked_files(report) -> set[str]:
+    return {p for f in report.leakage for p in f["files"]}
+
+
+# ---------------------------------------------------------------------------------------------- pairs
+
+def test_pair_search_methods_agree_and_find_one_bit_neighbours():
+    rng = np.random.default_rng(7)
+    hashes = rng.integers(0, 2**63, 4000, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    hashes[1:400:2] = hashes[0:399:2] ^ np.uint64(1 << 17)            # one bit apart
+    hashes[2001:2200:2] = hashes[2000:2199:2] ^ np.uint64(0b1011001)  # four bits apart
+    for t in (0, 3, 8, 12):
+        expect = brute_pairs(hashes, None, t)
+        got = mih_pairs(hashes, None, t, m=4)
+        assert set(zip(*expect[:2])) == set(zip(*got[:2])), t
+        auto = hamming_pairs(hashes, None, t)
+        assert set(zip(*auto[:2])) == set(zip(*expect[:2]))
+    i, j, d = hamming_pairs(hashes, None, 1)
+    assert {(a, a + 1) for a in range(0, 399, 2)} <= set(zip(i.tolist(), j.tolist()))
+    assert set(d.tolist()) <= {0, 1}
+
+
+def test_flip_aware_pairs_match_mirror_hashes():
+    h = np.array([0x0F0F, 0xFFFF0000, 0x1234], dtype=np.uint64)
+    f = np.array([0xAAAA0000, 0x0F0F, 0x5555_0000_0000], dtype=np.uint64)  # mirror of 1 equals 0
+    i, j, d = flip_aware_pairs(h, f, 0)
+    assert list(zip(i.tolist(), j.tolist(), d.tolist())) == [(0, 1, 0)]
+
+
+# ---------------------------------------------------------------------------------------------- hashing
+
+def test_hashes_survive_resize_recompress_letterbox_and_mirror(identities):
+    photo = read_image(identities / "barack_obama" / "obama.jpg")
+    base = compute_hashes(photo)
+    h, w = photo.shape[:2]
+    small = cv2.resize(photo, (w // 3, h // 3), interpolation=cv2.INTER_AREA)
+    recompressed = decode_image(encode_image(small, "JPEG", 40))
+    assert hamming(base.phash, compute_hashes(recompressed).phash) <= 4
+    letterboxed = np.zeros((h, w * 2, 3), dtype=np.uint8)
+    letterboxed[:, w // 2:w // 2 + w] = photo
+    assert hamming(base.phash, compute_hashes(letterboxed).phash) <= 4
+    mirrored = compute_hashes(np.ascontiguousarray(photo[:, ::-1]))
+    assert hamming(base.phash_flip, mirrored.phash) == 0
+    assert hamming(base.phash, mirrored.phash) > 16  # it is the flip-awareness that matches them
+    other = compute_hashes(read_image(identities / "joe_biden" / "biden.jpg"))
+    assert hamming(base.phash, other.phash) > 16
+
+
+# ---------------------------------------------------------------------------------------------- duplicates
+
+@pytest.fixture(scope="module")
+def identities_report(identities):
+    return audit(identities, workers=2, progress=False)
+
+
+def test_obama_rescales_are_one_near_group_and_32bit_png_an_exact_duplicate(identities_report):
+    report = identities_report
+    d = report.to_dict()["duplicates"]
+    near = [set(g["files"]) for g in d["near"]]
+    assert any(OBAMA_NEAR <= g for g in near), near
+    exact = [set(g["files"]) for g in d["exact"]]
+    assert {"barack_obama/32bit.png", "barack_obama/obama2.jpg"} in exact
+    # different bytes, same picture: the group says how it is identical
+    group = next(g for g in d["exact"] if "barack_obama/32bit.png" in g["files"])
+    assert group["kind"].startswith("same pixels")
+
+
+def test_distinct_photos_of_different_people_are_not_flagged(identities_report):
+    d = identities_report.to_dict()["duplicates"]
+    for group in d["exact"] + d["near"]:
+        people = {f.split("/")[0] for f in group["files"]}
+        assert len(people) == 1, group["files"]
+        assert not any(f.startswith(("multi/", "joe_biden/", "kit_harington/")) for f in group["files"])
+    flagged = {f for g in d["exact"] + d["near"] for f in g["files"]}
+    assert flagged <= OBAMA_NEAR | {"barack_obama/obama.jpg", "barack_obama/32bit.png",
+                                    "barack_obama/obama2.jpg"}
+
+
+def test_mirrored_recompressed_copy_is_found(identities, tmp_path):
+    data = tmp_path / "data"
+    for rel in ("kit_harington/john1.jpeg", "joe_biden/biden.jpg", "rose_leslie/img1.jpg",
+                "alex_lacamoire/img1.jpg"):
+        _copy(identities / rel, data / rel)
+    photo = read_image(identities / "kit_harington" / "john1.jpeg")
+    h, w = photo.shape[:2]
+    mirrored = cv2.resize(np.ascontiguousarray(photo[:, ::-1]), (int(w * 0.7), int(h * 0.7)))
+    write_image(data / "kit_harington" / "john1_mirror.jpg", mirrored, jpeg_quality=80)
+    report = audit(data, workers=1, progress=False)
+    pairs = [p for g in report.to_dict()["duplicates"]["near"] for p in g["pairs"]]
+    assert [(p["a"], p["b"], p["mirrored"]) for p in pairs] == [
+        ("kit_harington/john1.jpeg", "kit_harington/john1_mirror.jpg", True)]
+
+
+# ---------------------------------------------------------------------------------------------- leakage
+
+@pytest.fixture(scope="module")
+def leaky_tree(tmp_path_factory, identities, masks_data):
+    """train/test from real photos with planted leaks; returns (root, expected leak files)."""
+    root = tmp_path_factory.mktemp("leaky")
+    train_files = ["barack_obama/obama.jpg", "joe_biden/biden.jpg", "kit_harington/john1.jpeg",
+                   "alex_lacamoire/img1.jpg"]
+    test_files = ["rose_leslie/img1.jpg", "lin_manuel_miranda/lin-manuel-miranda.png",
+                  "tom_cruise/Tom_Cruise_avp_2014_4.jpg"]
+    for rel in train_files:
+        _copy(identities / rel, root / "train" / "without_mask" / Path(rel).name)
+    for rel in test_files:
+        _copy(identities / rel, root / "test" / "without_mask" / Path(rel).name)
+    # 1. a planted duplicate: a train photo re-encoded into test
+    biden = read_image(identities / "joe_biden" / "biden.jpg")
+    write_image(root / "test" / "without_mask" / "biden_copy.png", biden)
+    # 2. a masked copy of a training photo in test (a full photo) ...
+    kit = read_image(identities / "kit_harington" / "john1.jpeg")
+    _copy(identities / "kit_harington" / "john1.jpeg", root / "train" / "without_mask" / "john1.jpeg")
+    write_image(root / "test" / "with_mask" / "john1__cloth_correct.jpg", paint_mask(kit), jpeg_quality=90)
+    # ... and of a tightly cropped face, where the mask covers a third of the picture
+    faces = masks_data / "chandrikadeb7" / "without_mask"
+    crop_name = "0_0_anhu_0020.jpg"
+    _copy(faces / crop_name, root / "train" / "without_mask" / crop_name)
+    write_image(root / "test" / "with_mask" / "crop_masked.jpg", paint_mask(read_image(faces / crop_name), 1),
+                jpeg_quality=90)
+    # 3. a variant named by the <stem>__<variant> convention in val
+    obama = read_image(identities / "barack_obama" / "obama.jpg")
+    write_image(root / "val" / "without_mask" / "obama__color-jitter.jpg",
+                np.clip(obama.astype(np.int16) + 40, 0, 255).astype(np.uint8)[::2, ::2])
+    # 4. a variant recorded only by a manifest (its name says nothing)
+    alex = read_image(identities / "alex_lacamoire" / "img1.jpg")
+    write_image(root / "val" / "without_mask" / "x17.jpg", cv2.GaussianBlur(alex, (31, 31), 12)[:, 40:])
+    with ManifestWriter(root / "manifest.jsonl") as w:
+        w.write([Record(stage="augment", source="train/without_mask/img1.jpg", status="ok",
+                        output="val/without_mask/x17.jpg", origin="train/without_mask/img1.jpg",
+                        variant="blur")])
+    # clean extras in val and with_mask (real masked faces, distinct photos)
+    for name in sorted(p.name for p in (masks_data / "chandrikadeb7" / "with_mask").glob("with_mask0*.jpg"))[:3]:
+        _copy(masks_data / "chandrikadeb7" / "with_mask" / name, root / "val" / "with_mask" / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def leaky_report(leaky_tree):
+    return audit(leaky_tree, workers=2, progress=False)
+
+
+def test_layout_and_splits_are_found(leaky_report):
+    assert leaky_report.dataset.layout == "split/class"
+    assert leaky_report.dataset.splits == ["train", "val", "test"]
+    assert leaky_report.dataset.labels == ["with_mask", "without_mask"]
+
+
+def test_planted_train_test_duplicate_is_leakage(leaky_report):
+    exact = _kinds(leaky_report).get("exact", [])
+    assert {"train/without_mask/biden.jpg", "test/without_mask/biden_copy.png"} in [set(f["files"]) for f in exact]
+
+
+def test_masked_copies_of_training_photos_are_leakage_without_a_manifest(leaky_report):
+    leaks = _kinds(leaky_report)
+    pairs = [set(f["files"]) for fs in leaks.values() for f in fs]
+    assert {"train/without_mask/john1.jpeg", "test/with_mask/john1__cloth_correct.jpg"} in pairs
+    masked = [set(f["files"]) for f in leaks.get("masked_copy", [])]
+    # a tight face crop is a different picture by every global hash: only the masked-copy check finds it
+    assert {"train/without_mask/0_0_anhu_0020.jpg", "test/with_mask/crop_masked.jpg"} in masked
+
+
+def test_variants_by_name_and_by_manifest_are_leakage(leaky_report):
+    variants = {f["source"]: f for f in _kinds(leaky_report).get("variant", [])}
+    assert variants["without_mask/obama"]["evidence"] == ["name"]
+    assert set(variants["without_mask/obama"]["files"]) == {"train/without_mask/obama.jpg",
+                                                            "val/without_mask/obama__color-jitter.jpg"}
+    # the manifest names the exact train photo; the same-named, different photo in test is no part of it
+    assert variants["train/without_mask/img1"]["evidence"] == ["manifest"]
+    assert set(variants["train/without_mask/img1"]["files"]) == {"train/without_mask/img1.jpg",
+                                                                 "val/without_mask/x17.jpg"}
+
+
+def test_distinct_photos_are_not_leakage(leaky_report):
+    leaked = _leaked_files(leaky_report)
+    for clean in ("test/without_mask/img1.jpg", "test/without_mask/lin-manuel-miranda.png",
+                  "test/without_mask/Tom_Cruise_avp_2014_4.jpg"):
+        assert clean not in leaked
+    assert not any(p.startswith("val/with_mask/") for p in leaked)
+    # the masked copy changed class on purpose (its name says it is a variant): not a label conflict
+    assert leaky_report.conflicts == []
+
+
+def test_json_and_html_reports(leaky_report, tmp_path):
+    doc = json.loads(write_json(leaky_report, tmp_path / "a.json").read_text())
+    assert doc["layout"] == "split/class" and doc["conditions"]["leakage"] is True
+    assert doc["counts"]["leaks"]["masked_copy"] >= 1
+    for key in ("balance", "files", "duplicates", "leakage", "label_conflicts", "settings"):
+        assert key in doc
+    page = write_html(leaky_report, tmp_path / "a.html").read_text()
+
+    class Images(HTMLParser):
+        srcs: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.srcs.append(dict(attrs)["src"])
+
+    parser = Images()
+    parser.feed(page)
+    assert parser.srcs and all(s.startswith("data:image/jpeg;base64,") for s in parser.srcs)
+    assert "http" not in re.sub(r"data:image/jpeg;base64,[A-Za-z0-9+/=]+", "", page)  # self-contained
+    assert "crop_masked.jpg" in page and "Leakage across splits" in page
+
+
+def test_identity_finds_the_same_person_across_splits(identities, tmp_path):
+    root = tmp_path / "data"
+    _copy(identities / "barack_obama" / "obama.jpg", root / "train" / "faces" / "obama.jpg")
+    _copy(identities / "joe_biden" / "biden.jpg", root / "train" / "faces" / "biden.jpg")
+    _copy(identities / "barack_obama" / "obama3.jpg", root / "test" / "faces" / "obama3.jpg")
+    _copy(identities / "kit_harington" / "john2.jpeg", root / "test" / "faces" / "john2.jpeg")
+    report = audit(root, identity=True, workers=2, progress=False)
+    found = [set(f["files"]) for f in report.leakage if f["kind"] == "identity"]
+    assert found == [{"train/faces/obama.jpg", "test/faces/obama3.jpg"}]
+    assert report.identity["faces"] == 4
+
+
+# ---------------------------------------------------------------------------------------------- balance, files
+
+def test_ten_to_one_tree_is_imbalanced_with_class_weights(masks_data, tmp_path):
+    src = masks_data / "chandrikadeb7"
+    for cls, n in (("with_mask", 20), ("without_mask", 2)):
+        for p in list_images(src / cls)[:n]:
+            _copy(p, tmp_path / cls / p.name)
+    report = audit(tmp_path, workers=1, progress=False)
+    b = report.balance
+    assert b["counts"]["all"] == {"with_mask": 20, "without_mask": 2}
+    assert b["ratio"]["all"] == 10.0 and report.conditions()["imbalance"]
+    assert b["class_weights"] == {"with_mask": 0.55, "without_mask": 5.5}
+
+
+def test_corrupt_files_are_listed_and_the_audit_finishes(identities, tmp_path):
+    data = tmp_path / "data"
+    good = _copy(identities / "joe_biden" / "biden.jpg", data / "a" / "biden.jpg")
+    _copy(identities / "rose_leslie" / "img1.jpg", data / "b" / "rose.jpg")
+    (data / "a" / "empty.jpg").write_bytes(b"")
+    (data / "a" / "text.png").write_text("not a picture")
+    (data / "b" / "cut.jpg").write_bytes(good.read_bytes()[:5000])
+    tiny = read_image(good)[:20, :20]
+    write_image(data / "b" / "tiny.png", tiny)
+    gray = cv2.cvtColor(cv2.cvtColor(read_image(good), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    write_image(data / "b" / "gray.jpg", np.ascontiguousarray(gray[:, :100]))
+    report = audit(data, workers=2, progress=False)
+    reasons = {u["path"]: u["reason"] for u in report.files["unreadable"]}
+    with pytest.raises(ImageReadError) as cut:  # the reason the foundation's reader gives
+        read_image(data / "b" / "cut.jpg")
+    assert reasons == {"a/empty.jpg": "empty file", "a/text.png": "not an image", "b/cut.jpg": cut.value.reason}
+    assert cut.value.reason in ("truncated", "corrupt")
+    assert [t["path"] for t in report.files["tiny"]] == ["b/tiny.png"]
+    assert "b/gray.jpg" in [g["path"] for g in report.files["grayscale"]]
+    assert [a["path"] for a in report.files["extreme_aspect"]] == ["b/gray.jpg"]
+    result = CliRunner().invoke(cli, ["audit", str(data), "-q", "--fail-on", "unreadable"])
+    assert result.exit_code == 1, result.output
+    assert "3 unreadable (" in result.output and "1 empty file" in result.output
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def test_cli_exit_codes_and_outputs(leaky_tree, tmp_path):
+    runner = CliRunner()
+    out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
+    ok = runner.invoke(cli, ["audit", str(leaky_tree), "-q", "-j", "1", "--json", str(out_json),
+                             "--html", str(out_html)])
+    assert ok.exit_code == 0, ok.output
+    assert "leakage across splits" in ok.output and out_json.is_file() and out_html.is_file()
+    fail = runner.invoke(cli, ["audit", str(leaky_tree), "-q", "-j", "1", "--fail-on", "leakage,imbalance"])
+    assert fail.exit_code == 1
+    assert runner.invoke(cli, ["audit", str(tmp_path / "missing")]).exit_code == 2
+    assert runner.invoke(cli, ["audit", str(leaky_tree), "--fail-on", "leaks"]).exit_code == 2
+    assert runner.invoke(cli, ["audit", str(leaky_tree), "--near-threshold", "99"]).exit_code == 2
