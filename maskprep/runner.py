@@ -195,6 +195,26 @@ def _run_one(job: Job) -> list[Record]:
                        info={"detail": str(exc)[:500]})]
 
 
+def process_pool(processes: int, initializer: Callable | None = None, initargs: tuple = ()):
+    """A worker pool that is safe to start from a process that already used OpenCV.
+
+    Workers are forked (fast, and nothing needs pickling but the jobs). A child forked while
+    OpenCV's thread pool is alive hangs on its first parallel cv2 call, so the parent's pool is
+    shrunk to one thread for the fork and restored once the workers exist.
+    """
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover
+        return ctx.Pool(processes, initializer=initializer, initargs=initargs)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return ctx.Pool(processes, initializer=initializer, initargs=initargs)
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def _completed_sources(out_root: Path) -> set[str]:
     """Inputs whose latest records are all ok (with the file present) or skipped: nothing left to do.
 
@@ -290,9 +310,8 @@ def run_stage(
                 take(_run_one(job))
                 bar.update(1)
         else:
-            ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-            pool = ctx.Pool(min(workers, len(jobs)), initializer=_init_worker,
-                            initargs=(process, out_root, stage, jpeg_quality))
+            pool = process_pool(min(workers, len(jobs)), _init_worker,
+                                (process, out_root, stage, jpeg_quality))
             chunk = max(1, min(16, len(jobs) // (workers * 8)))
             for records in pool.imap_unordered(_run_one, jobs, chunksize=chunk):
                 take(records)
