@@ -18,14 +18,9 @@ import numpy as np
 
 from maskprep.audit.hashing import ImageHashes, compute_hashes, shrink, to_gray, trim_uniform_border
 from maskprep.images import ImageReadError, decode_image, list_images
+from maskprep.layout import split_name
 from maskprep.manifest import MANIFEST_NAME, group_key, read_manifest, split_variant
 
-# Folder names read as a split (lower case); the value is the name used in reports.
-SPLIT_NAMES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test", "holdout": "test",
-}
 NO_SPLIT = "all"
 THUMB_SIDE = 32  # the small grey picture kept per image for masked-copy verification
 
@@ -76,7 +71,7 @@ class Dataset:
 
 
 def _split_name(part: str) -> str | None:
-    return SPLIT_NAMES.get(part.lower())
+    return split_name(part)
 
 
 def detect_layout(rels: Iterable[str]) -> str:
