@@ -116,7 +116,7 @@ def _masked_blur(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.nd
 
 
 def shade_from_face(mask_rgb: np.ndarray, alpha: np.ndarray, face_rgb: np.ndarray,
-                    exposure: float, mask_size: float, strength: float = 0.85) -> np.ndarray:
+                    exposure: float, mask_size: float, strength: float = 1.0) -> np.ndarray:
     """Light the mask like the face under it.
 
     The low-frequency luminance of the covered face region, relative to its mean, gives the

@@ -38,7 +38,6 @@ from maskprep.runner import Job, Produced, SkipImage, Summary, output_rel, run_s
 
 STAGE = "synth-masks"
 ALPHA_DIR = ".alpha"   # hidden, so later stages never mistake the coverage labels for photos
-DEFAULT_DETECT_MAX_SIDE = 640
 
 
 @dataclass(frozen=True)
@@ -53,42 +52,17 @@ class FaceFound:
 # ------------------------------------------------------------------------------------------------
 # Faces
 
-def find_faces(image: np.ndarray) -> list[FaceFound]:
-    """Faces with 68 landmarks, through :mod:`maskprep.faces` (dlib HOG on a downscaled copy)."""
-    try:
-        from maskprep.faces import detect_faces  # the shared detector (issue: detect)
-    except ImportError:
-        return _dlib_faces(image)
+def find_faces(image: np.ndarray, max_side: int | None = None) -> list[FaceFound]:
+    """Faces with 68 landmarks from :func:`maskprep.faces.detect_faces` (dlib HOG, its defaults).
+
+    ``max_side`` bounds the copy the detector searches (faster, misses smaller faces); None keeps
+    the detector's default.
+    """
+    from maskprep.faces import DEFAULT_MAX_SIDE, detect_faces
+
+    faces = detect_faces(image, max_side=DEFAULT_MAX_SIDE if max_side is None else int(max_side))
     return [FaceFound(tuple(int(v) for v in f.box), float(f.score),
-                      np.asarray(f.landmarks, np.float32)) for f in detect_faces(image)]
-
-
-_DLIB: dict[str, Any] = {}
-
-
-def _dlib_faces(image: np.ndarray, max_side: int = DEFAULT_DETECT_MAX_SIDE) -> list[FaceFound]:
-    """Fallback used until :mod:`maskprep.faces` exists: HOG on a copy at most ``max_side`` px."""
-    import dlib
-
-    from maskprep.resources import dlib_model_path
-    if not _DLIB:  # once per process, lazily (workers are forked)
-        _DLIB["detector"] = dlib.get_frontal_face_detector()
-        _DLIB["predictor"] = dlib.shape_predictor(
-            str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
-    h, w = image.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    small = image if scale >= 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
-                                                  interpolation=cv2.INTER_AREA)
-    upsample = 1 if min(small.shape[:2]) < 300 else 0
-    rects, scores, _ = _DLIB["detector"].run(np.ascontiguousarray(small), upsample, 0.0)
-    found = []
-    for rect, score in zip(rects, scores):
-        box = (int(rect.left() / scale), int(rect.top() / scale),
-               int(rect.right() / scale), int(rect.bottom() / scale))
-        shape = _DLIB["predictor"](image, dlib.rectangle(*box))
-        lm = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
-        found.append(FaceFound(box, float(score), lm))
-    return found
+                      np.asarray(f.landmarks, np.float32)) for f in faces]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -251,7 +225,7 @@ def process(job: Job) -> list[Produced]:
     """Stage function: every detected face of one photo masked, one output per variant."""
     p = job.params
     image = read_image(job.source)
-    faces = find_faces(image)
+    faces = find_faces(image, p.get("max_side"))
     if not faces:
         raise SkipImage("no face")
     good, skipped = [], []
@@ -299,7 +273,8 @@ def synth_masks(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 types: str | Iterable[str] = "surgical", wear: str | Iterable[str] = "correct",
                 per_image: int = 1, color: str = "natural", pattern: str = "none",
                 save_alpha: bool = False, min_face: float = DEFAULT_MIN_FACE,
-                max_yaw: float = DEFAULT_MAX_YAW, realism: float = 1.0, seed: int = 0,
+                max_yaw: float = DEFAULT_MAX_YAW, realism: float = 1.0,
+                max_side: int | None = None, seed: int = 0,
                 workers: int | None = None, overwrite: bool = False, resume: bool = False,
                 jpeg_quality: int = 95, progress: bool | None = None) -> Summary:
     """Mask every face of every photo under ``input_dir`` into ``output_dir`` (a mirrored tree).
@@ -316,6 +291,6 @@ def synth_masks(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
         raise ValueError("per_image must be at least 1")
     params = {"types": type_list, "wears": wear_list, "per_image": int(per_image), "color": color,
               "pattern": pattern, "save_alpha": bool(save_alpha), "min_face": float(min_face),
-              "max_yaw": float(max_yaw), "realism": float(realism)}
+              "max_yaw": float(max_yaw), "realism": float(realism), "max_side": max_side}
     return run_stage(STAGE, input_dir, output_dir, process, params=params, seed=seed, workers=workers,
                      overwrite=overwrite, resume=resume, jpeg_quality=jpeg_quality, progress=progress)

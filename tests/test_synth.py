@@ -1,0 +1,294 @@
+"""synth-masks on real photos: where the mask sits for each wear mode, clean blending, shading from
+the face, determinism across worker counts, skips with reasons, the command and its outputs."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from maskprep.cli import cli
+from maskprep.images import read_image
+from maskprep.manifest import read_manifest
+from maskprep.masks.fit import WEAR_MODES, check_face, fit_grid
+from maskprep.masks.render import composite, composite_layer
+from maskprep.masks.synth import find_faces, mask_faces, render_mask, synth_masks
+from maskprep.masks.templates import MASK_TYPES, colored_rgba, load_template, parse_color
+from maskprep.resources import templates_dir
+
+EYES = range(36, 48)
+GEOMETRY_PHOTOS = [
+    "barack_obama/obama2.jpg",          # head turned about 13 degrees
+    "barack_obama/obama.jpg",
+    "joe_biden/biden.jpg",
+    "kit_harington/john1.jpeg",
+    "rose_leslie/img2.jpg",
+    "tom_cruise/Tom_Cruise_avp_2014_4.jpg",   # broad smile: mouth corners high
+    "multi/two_people.jpg",
+    "multi/obama_and_biden.jpg",
+    "multi/kit_with_rose.jpg",
+    "multi/bald_guys.jpg",
+]
+
+
+@pytest.fixture(scope="module")
+def faces_by_photo(identities: Path) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
+    """Each geometry photo with the landmarks of its faces (detected once for the module)."""
+    found = {}
+    for rel in GEOMETRY_PHOTOS:
+        image = read_image(identities / rel)
+        found[rel] = (image, [f.landmarks for f in find_faces(image)])
+    return found
+
+
+def _alpha_at(alpha: np.ndarray, lm: np.ndarray, index: int) -> float:
+    x, y = np.round(lm[index]).astype(int)
+    return float(alpha[y, x])
+
+
+def test_every_face_of_the_multi_face_photos_is_found(faces_by_photo):
+    counts = {rel: len(f) for rel, (_, f) in faces_by_photo.items() if rel.startswith("multi/")}
+    assert counts["multi/two_people.jpg"] >= 2
+    assert counts["multi/obama_and_biden.jpg"] >= 2   # and a turned face in the background
+    assert counts["multi/kit_with_rose.jpg"] >= 2
+    assert counts["multi/bald_guys.jpg"] >= 10
+
+
+@pytest.mark.parametrize("wear", WEAR_MODES)
+def test_wear_modes_cover_the_right_landmarks(faces_by_photo, wear):
+    """From the rendered alpha: correct covers nose tip, mouth corners and chin and not the eyes;
+    nose-out leaves the nose tip and covers the mouth; chin leaves the mouth and covers the chin.
+    Every mask type, every face of every photo (default jitter, several seeds)."""
+    problems = []
+    checked = 0
+    for rel, (image, faces) in faces_by_photo.items():
+        for i, lm in enumerate(faces):
+            if check_face(lm) is not None:
+                continue
+            for k, mask_type in enumerate(MASK_TYPES):
+                layer, _ = render_mask(image, lm, mask_type, wear, rng=np.random.default_rng(i * 7 + k))
+                alpha = layer.full_alpha(image.shape)
+                a = {j: _alpha_at(alpha, lm, j) for j in (33, 48, 54, 8, 51, 57)}
+                eyes = max(_alpha_at(alpha, lm, j) for j in EYES)
+                if wear == "correct":
+                    ok = min(a[33], a[48], a[54], a[8]) >= 0.5 and eyes < 0.5
+                elif wear == "nose-out":
+                    ok = a[33] < 0.5 and min(a[48], a[54], a[51], a[57]) >= 0.5 and eyes < 0.5
+                else:
+                    ok = max(a[48], a[54], a[57]) < 0.5 and a[8] >= 0.5 and eyes < 0.5
+                checked += 1
+                if not ok:
+                    problems.append((rel, i, mask_type, {j: round(v, 2) for j, v in a.items()},
+                                     round(eyes, 2)))
+    assert checked >= 4 * 20
+    assert not problems, problems
+
+
+def test_blend_stays_between_mask_and_face(faces_by_photo):
+    """No halo: every output pixel lies between the mask pixel and the face pixel it covers,
+    pixels outside the mask are untouched, and the feathered edge keeps the mask's colour."""
+    image, faces = faces_by_photo["barack_obama/obama2.jpg"]
+    for mask_type in MASK_TYPES:
+        layer, _ = render_mask(image, faces[0], mask_type, "correct", rng=np.random.default_rng(1))
+        out = composite_layer(image, layer)
+        h, w = layer.alpha.shape
+        face = image[layer.y0:layer.y0 + h, layer.x0:layer.x0 + w].astype(np.int16)
+        mask = np.rint(layer.rgb).astype(np.int16)
+        got = out[layer.y0:layer.y0 + h, layer.x0:layer.x0 + w].astype(np.int16)
+        lo = np.minimum(np.floor(layer.rgb), face)
+        hi = np.maximum(np.ceil(layer.rgb), face)
+        assert np.all(got >= lo) and np.all(got <= hi), mask_type
+        untouched = np.ones(image.shape[:2], bool)
+        untouched[layer.y0:layer.y0 + h, layer.x0:layer.x0 + w] = layer.alpha == 0
+        assert np.array_equal(out[untouched], image[untouched])
+        # the colour under the soft edge is the mask's own, not black or white pulled in by the warp
+        edge = (layer.alpha > 0.02) & (layer.alpha < 0.5)
+        inner = layer.alpha > 0.98
+        lum = mask @ np.array([0.299, 0.587, 0.114])
+        assert edge.sum() > 100
+        assert abs(np.median(lum[edge]) - np.median(lum[inner])) < 0.25 * np.median(lum[inner]) + 10
+
+
+def test_composite_is_exact_alpha_blend():
+    face = np.array([[[0, 255, 100]]], np.uint8)
+    mask = np.array([[[255, 0, 100]]], np.float32)
+    assert composite(face, mask, np.array([[0.25]], np.float32)).tolist() == [[[64, 191, 100]]]
+    assert composite(face, mask, np.array([[0.0]], np.float32)).tolist() == face.tolist()
+
+
+def test_shading_follows_the_photo(faces_by_photo):
+    """A mask in a dark photo is dark; a face lit from one side gives a mask lit from that side."""
+    image, faces = faces_by_photo["barack_obama/obama.jpg"]
+    lm = faces[0]
+
+    def mask_lum(img):
+        layer, _ = render_mask(img, lm, "kf94", "correct", rng=np.random.default_rng(0), realism=0)
+        lum = layer.rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+        return layer, lum
+
+    bright_layer, bright = mask_lum(image)
+    dark_layer, dark = mask_lum((image * 0.35).astype(np.uint8))
+    covered = bright_layer.alpha > 0.9
+    assert dark[covered].mean() < 0.6 * bright[covered].mean()
+
+    def left_right(layer, lum):
+        covered = layer.alpha > 0.9
+        mid = layer.alpha.shape[1] // 2
+        return lum[:, :mid][covered[:, :mid]].mean() / lum[:, mid:][covered[:, mid:]].mean()
+
+    # light falling off towards the left across the face: 30% at its left edge, 100% at its right
+    x0, x1 = lm[:, 0].min(), lm[:, 0].max()
+    ramp = np.clip(0.3 + 0.7 * (np.arange(image.shape[1]) - x0) / (x1 - x0), 0.3, 1.0)
+    side_lit = np.clip(image * ramp[None, :, None], 0, 255).astype(np.uint8)
+    before = left_right(bright_layer, bright)
+    after = left_right(*mask_lum(side_lit))
+    assert after < 0.8 * before
+
+
+def test_templates_are_bundled_small_and_redrawn_identically():
+    folder = templates_dir()
+    total = sum(p.stat().st_size for p in folder.glob("*.png"))
+    assert total < 600_000
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("draw_templates", folder / "draw_templates.py")
+    if spec is None or not (folder / "draw_templates.py").is_file():
+        pytest.skip("draw_templates.py is not shipped in an installed wheel")
+    draw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(draw)
+    for name in MASK_TYPES:
+        t = load_template(name)
+        meta = json.loads((folder / f"{name}.json").read_text())
+        for anchor in ("top_center", "chin", "left_corner", "right_corner", "cheek_left", "cheek_right"):
+            assert anchor in meta["anchors"]
+        rgba, redrawn_meta = draw.draw(name)
+        assert np.array_equal(rgba, t.rgba), f"{name}.png is stale: re-run draw_templates.py"
+        assert redrawn_meta["anchors"] == meta["anchors"]
+        # a natural colour each, not everything blue
+        assert tuple(meta["base_color"]) == t.base_color
+    colors = {load_template(n).base_color for n in MASK_TYPES}
+    assert len(colors) == len(MASK_TYPES)
+
+
+def test_recolour_keeps_the_shading():
+    t = load_template("surgical")
+    red = colored_rgba(t, parse_color("red"))
+    assert np.array_equal(red[..., 3], t.rgba[..., 3])
+    inside = t.rgba[..., 3] == 255
+    lum_t = t.rgba[..., :3].astype(float) @ [0.299, 0.587, 0.114]
+    lum_r = red[..., :3].astype(float) @ [0.299, 0.587, 0.114]
+    assert np.corrcoef(lum_t[inside], lum_r[inside])[0, 1] > 0.95   # the pleats are still there
+    assert red[..., 0][inside].mean() > 2 * red[..., 2][inside].mean()
+    with pytest.raises(ValueError):
+        parse_color("no-such-colour")
+
+
+def test_fit_bends_with_a_turned_head(faces_by_photo):
+    """The middle column follows the nose of a turned head instead of a straight line."""
+    image, faces = faces_by_photo["barack_obama/obama2.jpg"]
+    lm = faces[0]
+    t = load_template("surgical")
+    grid = fit_grid(lm, t.rows, t.cols, "correct", t.fit)
+    mid = grid[:, t.cols // 2]
+    straight = np.linspace(mid[0], mid[-1], len(mid))
+    assert np.abs(mid - straight).max() > 0.02 * np.hypot(*(lm[8] - lm[27]))
+
+
+def test_small_faces_are_skipped_with_a_reason(faces_by_photo):
+    image, faces = faces_by_photo["barack_obama/obama2.jpg"]
+    lm = faces[0]
+    assert check_face(lm) is None
+    assert check_face(lm * 0.05) == "face too small"
+    squashed = lm.copy()
+    squashed[30] = squashed[14]  # nose tip at the jaw: a profile
+    assert check_face(squashed) == "face too turned"
+
+
+def _small_tree(identities: Path, dest: Path) -> Path:
+    files = ["barack_obama/obama2.jpg", "multi/two_people.jpg", "kit_harington/john2.jpeg",
+             "alex_lacamoire/alex-lacamoire.png"]
+    for rel in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(identities / rel, target)
+    return dest
+
+
+def test_same_seed_same_bytes_whatever_the_workers(identities, tmp_path):
+    src = _small_tree(identities, tmp_path / "in")
+    kwargs = dict(types="random", wear="mix", per_image=2, color="random", pattern="random",
+                  seed=7, progress=False)
+    synth_masks(src, tmp_path / "one", workers=1, **kwargs)
+    synth_masks(src, tmp_path / "two", workers=2, **kwargs)
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.*")
+                 if p.suffix != ".json" and p.name != "manifest.jsonl")
+    two = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.*")
+                 if p.suffix != ".json" and p.name != "manifest.jsonl")
+    assert one == two and len(one) == 2 * 4
+    for rel in one:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
+    recs = lambda d: sorted(r.to_json() for r in read_manifest(d))  # noqa: E731
+    assert recs(tmp_path / "one") == recs(tmp_path / "two")
+    # another seed gives other masks
+    synth_masks(src, tmp_path / "other", workers=1, **{**kwargs, "seed": 8})
+    first = one[0]
+    other = tmp_path / "other" / first
+    assert not other.exists() or other.read_bytes() != (tmp_path / "one" / first).read_bytes()
+
+
+def test_command_writes_variants_alpha_manifest_and_preview(identities, shared_data, tmp_path):
+    src = _small_tree(identities, tmp_path / "in")
+    shutil.copyfile(shared_data / "faces" / "dlib_landmarks" / "dogs.jpg", src / "dogs.jpg")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["synth-masks", str(src), str(out), "--types", "surgical,kf94",
+                                      "--wear", "nose-out", "--save-alpha", "--preview",
+                                      str(tmp_path / "sheet.png"), "-j", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    assert (out / "barack_obama" / "obama2__surgical_nose-out.jpg").is_file()
+    assert (out / "barack_obama" / "obama2__kf94_nose-out.jpg").is_file()
+    assert (out / "alex_lacamoire" / "alex-lacamoire__kf94_nose-out.png").is_file()
+    alpha = read_image(out / ".alpha" / "multi" / "two_people__surgical_nose-out.png")
+    assert alpha.max() == 255 and (alpha > 127).mean() > 0.01
+    records = read_manifest(out)
+    by_source = {}
+    for rec in records:
+        by_source.setdefault(rec.source, []).append(rec)
+    assert [r.reason for r in by_source["dogs.jpg"]] == ["no face"]
+    assert by_source["broken.jpg"][0].status == "failed"
+    two = [r for r in by_source["multi/two_people.jpg"] if r.variant == "surgical_nose-out"][0]
+    assert two.params["type"] == "surgical" and two.params["wear"] == "nose-out"
+    assert two.params["color"] == ["natural"]
+    assert len(two.info["faces"]) == 2
+    face = two.info["faces"][0]
+    assert len(face["landmarks"]) == 68 and len(face["polygon"]) >= 8 and len(face["box"]) == 4
+    sheet = read_image(tmp_path / "sheet.png")
+    assert sheet.shape[0] >= 4 * 200 and sheet.shape[1] >= 3 * 200
+    assert "preview" in result.output
+
+
+def test_command_refuses_bad_options_with_exit_2(identities, tmp_path):
+    src = _small_tree(identities, tmp_path / "in")
+    for args in (["--types", "bandana"], ["--wear", "ear"], ["--color", "octarine"]):
+        result = CliRunner().invoke(cli, ["synth-masks", str(src), str(tmp_path / "o"), *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert "choose from" in result.output or "unknown colour" in result.output
+
+
+def test_faces_too_small_are_recorded_not_masked(identities, tmp_path):
+    src = _small_tree(identities, tmp_path / "in")
+    summary = synth_masks(src, tmp_path / "out", min_face=10_000, workers=1, progress=False)
+    assert summary.outputs == 0 and summary.skipped == 4
+    assert summary.reasons["face too small"] == 4
+
+
+def test_mask_faces_masks_every_face(faces_by_photo):
+    image, faces = faces_by_photo["multi/obama_and_biden.jpg"]
+    out, coverage, details = mask_faces(image, faces, "cloth", "correct", color="random",
+                                        rng=np.random.default_rng(3))
+    assert len(details) == len(faces) >= 2
+    for lm in faces[:2]:
+        assert _alpha_at(coverage, lm, 62) > 0.9
+    assert not np.array_equal(out, image)
