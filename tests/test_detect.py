@@ -252,3 +252,15 @@ def test_detect_command_refuses_bad_options(photo_tree, tmp_path):
         assert result.exit_code == 2, (bad, result.output)
     assert runner.invoke(cli, ["detect", str(tmp_path / "missing"), str(tmp_path / "o")]).exit_code == 2
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*__face*"))
+
+
+def test_cnn_model_finds_the_same_face(identities):
+    """--model cnn: dlib's mmod detector (slow on CPU: a small photo at upsample 0 keeps this short)."""
+    image = read_image(identities / "barack_obama" / "obama_small.jpg")
+    hog = detect_faces(image)
+    cnn = detect_faces(image, model="cnn", upsample=0)
+    assert len(hog) == len(cnn) == 1
+    assert cnn[0].model == "cnn" and cnn[0].score > 0.5
+    assert _center_inside(cnn[0].box, hog[0].box) and _center_inside(hog[0].box, cnn[0].box)
+    eye = np.linalg.norm(hog[0].landmarks[45] - hog[0].landmarks[36])
+    assert np.linalg.norm(cnn[0].landmarks - hog[0].landmarks, axis=1).mean() / eye < 0.1

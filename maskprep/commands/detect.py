@@ -37,8 +37,9 @@ def _parse_upsample(ctx: click.Context, param: click.Parameter, value: str) -> i
                    "slower on CPU; --min-score then applies to its confidence).")
 @click.option("--min-score", type=float, default=DEFAULT_MIN_SCORE, show_default=True,
               help="Drop detections scoring below this. HOG false positives (e.g. a patch of a "
-                   "space suit) score about 0.1 and below; real faces 0.4 and up. Lower it to keep "
-                   "hard faces, at the risk of crops of things that are not faces.")
+                   "space suit) measured here score 0 and below; real faces 0.3 and up, masked "
+                   "faces in crowds from about 0.25. Lower it to keep hard faces, at the risk of "
+                   "crops of things that are not faces.")
 @click.option("--upsample", default="auto", show_default=True, callback=_parse_upsample,
               metavar="auto|N",
               help=f"Times the searched image is doubled: each step finds faces half as small at "

@@ -1,0 +1,119 @@
+"""Benchmark: maskprep's default face search against plain full-resolution, upsample-1 dlib HOG.
+
+    .venv/bin/python benchmarks/bench_detect.py [--data ../shared/data/faces/identities] [--repeat 2]
+
+The baseline is what face_recognition and MaskTheFace do: dlib's HOG detector on the full RGB photo
+at upsample 1 (dlib's own threshold, 0), then the 68 landmarks in each box. It is compared with
+``detect_faces`` at its defaults, and with ``detect_faces(upsample=1, max_side=0)`` to show how much
+comes from the smaller search alone. All run in the same process on the same decoded photos
+(decoding is left out: it costs the same for all), on one core, interleaved photo by photo so
+background load hits them alike; each photo's time is the best of --repeat runs. Prints images per
+second, the speed ratio (target: at least 5x) and whether the same faces are found (a face matches
+when each box's centre lies in the other box).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import dlib
+import numpy as np
+
+from maskprep.faces import DEFAULT_MAX_SIDE, DEFAULT_MIN_SCORE, Face, detect_faces, pose_from_landmarks
+from maskprep.resources import dlib_model_path
+from maskprep.images import list_images, read_image
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces" / "identities"
+
+
+def _same_face(a: Face, b: Face) -> bool:
+    def inside(box, other):
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        return other[0] <= cx <= other[2] and other[1] <= cy <= other[3]
+    return inside(a.box, b.box) and inside(b.box, a.box)
+
+
+_PLAIN: dict = {}
+
+
+def plain_dlib(image) -> list[Face]:
+    """The baseline: dlib HOG on the full RGB image at upsample 1, landmarks in every box."""
+    if not _PLAIN:
+        _PLAIN["detector"] = dlib.get_frontal_face_detector()
+        _PLAIN["predictor"] = dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
+    rects, scores, _ = _PLAIN["detector"].run(image, 1, 0.0)
+    faces = []
+    for r, score in zip(rects, scores):
+        shape = _PLAIN["predictor"](image, r)
+        lm = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+        roll, yaw = pose_from_landmarks(lm)
+        faces.append(Face((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(score), lm, roll, yaw))
+    return faces
+
+
+def _timed(func, image, repeat: int, **settings) -> tuple[float, list[Face]]:
+    best, faces = float("inf"), []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        faces = func(image, **settings)
+        best = min(best, time.perf_counter() - start)
+    return best, faces
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of photos")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per photo and setting (best kept)")
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        print(f"no photos at {args.data}: pass --data", file=sys.stderr)
+        return 2
+    cv2.setNumThreads(1)   # per-core cost, as in the runner's worker processes
+
+    paths = list_images(args.data)
+    images = [read_image(p) for p in paths]
+    detect_faces(images[0])   # load the models before timing
+    plain_dlib(images[0])
+    totals = {"default": 0.0, "full": 0.0, "ours_full": 0.0}
+    counts = {"default": 0, "full": 0, "ours_full": 0}
+    mismatches = []
+    print(f"{'photo':38s} {'size':>10s} {'default':>8s} {'dlib-up1':>8s} {'ratio':>6s}  faces")
+    for path, image in zip(paths, images):
+        times, found = {}, {}
+        times["full"], found["full"] = _timed(plain_dlib, image, args.repeat)
+        times["default"], found["default"] = _timed(detect_faces, image, args.repeat)
+        times["ours_full"], found["ours_full"] = _timed(detect_faces, image, args.repeat,
+                                                        upsample=1, max_side=0)
+        for key in totals:
+            totals[key] += times[key]
+            counts[key] += len(found[key])
+        fast, full = found["default"], found["full"]
+        missed = [f for f in full if not any(_same_face(f, g) for g in fast)]
+        extra = [g for g in fast if not any(_same_face(f, g) for f in full)]
+        if missed or extra:
+            mismatches.append(f"{path.name}: {len(missed)} missed, {len(extra)} extra")
+        name = path.relative_to(args.data).as_posix()
+        h, w = image.shape[:2]
+        print(f"{name[:38]:38s} {w:>4d}x{h:<5d} {times['default'] * 1000:6.0f}ms {times['full'] * 1000:6.0f}ms "
+              f"{times['full'] / times['default']:5.1f}x  {len(fast)}/{len(full)}")
+
+    n = len(images)
+    print()
+    print(f"photos: {n}   min score {DEFAULT_MIN_SCORE}, max side {DEFAULT_MAX_SIDE}; timings on one core")
+    labels = {"default": "detect_faces, defaults (downscaled, auto upsample)",
+              "ours_full": "detect_faces, full resolution, upsample 1",
+              "full": "plain dlib, full resolution, upsample 1 (baseline)"}
+    for key in ("default", "ours_full", "full"):
+        print(f"{labels[key]:52s} {n / totals[key]:6.2f} images/s ({totals[key] / n * 1000:4.0f} ms/photo), "
+              f"{counts[key]} faces")
+    print(f"speed ratio, defaults vs baseline: {totals['full'] / totals['default']:.1f}x (target >= 5x); "
+          f"from the search size alone: {totals['ours_full'] / totals['default']:.1f}x")
+    print("same faces found: " + ("yes" if not mismatches else "NO\n  " + "\n  ".join(mismatches)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
