@@ -3,9 +3,9 @@
 Two exact methods, chosen by a cost estimate:
 
 - **multi-index hashing** (Norouzi et al.): split the 64 bits into ``m`` chunks; two hashes within
-  distance ``T`` agree to within ``T // m`` bits on at least one chunk (pigeonhole), so each chunk is
-  looked up in a bucket table under every bit pattern of at most ``T // m`` flips, and only those
-  candidates are checked. Near-linear on real hash sets.
+  distance ``T`` agree to within about ``T / m`` bits on at least one chunk (pigeonhole, see
+  :func:`_radii`), so each chunk is looked up in a bucket table under every bit pattern of that few
+  flips, and only those candidates are checked. Near-linear on real hash sets.
 - **blocked brute force**: XOR of uint64 blocks and ``np.bitwise_count``, for small sets or when the
   hashes are so clumped that buckets would be huge.
 
@@ -91,10 +91,18 @@ def _probe_masks(width: int, radius: int) -> np.ndarray:
     return np.asarray(masks, dtype=np.int64)
 
 
+def _radii(max_distance: int, m: int) -> list[int]:
+    """Search radius per chunk. With ``T = m*r + a``, two hashes within ``T`` are within ``r`` on one of
+    the first ``a + 1`` chunks or within ``r - 1`` on one of the others (else their distance would be
+    at least ``(a+1)(r+1) + (m-a-1)r = T + 1``), so most chunks need a smaller radius. A radius of -1
+    means that chunk needs no search at all."""
+    r, a = divmod(max_distance, m)
+    return [r if k <= a else r - 1 for k in range(m)]
+
+
 def _mih_cost(nq: int, nt: int, max_distance: int, m: int) -> float:
-    radius = max_distance // m
     probes = 0
-    for shift, width in _chunks(m):
+    for (shift, width), radius in zip(_chunks(m), _radii(max_distance, m)):
         probes += sum(comb(width, r) for r in range(radius + 1))
     width = 64 // m
     candidates = nq * nt / float(2 ** width)
@@ -124,33 +132,46 @@ def mih_pairs(queries, table=None, max_distance: int = 10, m: int = 4
     t = q if self_join else _as_u64(table)
     if len(q) == 0 or len(t) == 0:
         return _empty()
-    radius = max_distance // m
     out_i, out_j, out_d = [], [], []
-    for shift, width in _chunks(m):
+    for (shift, width), radius in zip(_chunks(m), _radii(max_distance, m)):
+        if radius < 0:
+            continue
         lowmask = np.uint64((1 << width) - 1)
         t_chunk = ((t >> np.uint64(shift)) & lowmask).astype(np.int64)
         q_chunk = ((q >> np.uint64(shift)) & lowmask).astype(np.int64)
         order = np.argsort(t_chunk, kind="stable")
-        starts = np.zeros((1 << width) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(t_chunk, minlength=1 << width), out=starts[1:])
+        counts_table = np.bincount(t_chunk, minlength=1 << width)
+        starts = np.zeros(1 << width, dtype=np.int64)
+        np.cumsum(counts_table[:-1], out=starts[1:])
+        all_queries = np.arange(len(q), dtype=np.int64)
+        # In a self-join, the pair (i, j) is met from i and from j alike under the same non-zero mask;
+        # probing only from the side whose chunk has the mask's top bit clear meets it once.
+        clear_bit = {} if not self_join else {
+            b: np.flatnonzero((q_chunk & (1 << b)) == 0) for b in range(width)}
         for mask in _probe_masks(width, radius):
-            keys = q_chunk ^ mask
-            lo = starts[keys]
-            counts = starts[keys + 1] - lo
+            mask = int(mask)
+            qidx = clear_bit[mask.bit_length() - 1] if self_join and mask else all_queries
+            keys = q_chunk[qidx] ^ mask
+            counts = counts_table[keys]
+            hit = counts > 0
+            qidx, keys, counts = qidx[hit], keys[hit], counts[hit]
             total = int(counts.sum())
             if total == 0:
                 continue
-            qi = np.repeat(np.arange(len(q), dtype=np.int64), counts)
+            qi = np.repeat(qidx, counts)
             offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-            tj = order[np.repeat(lo, counts) + offsets]
-            if self_join:
+            tj = order[np.repeat(starts[keys], counts) + offsets]
+            if self_join and mask == 0:
                 keep = qi < tj
                 qi, tj = qi[keep], tj[keep]
             d = _popcount(q[qi] ^ t[tj])
             keep = d <= max_distance
-            out_i.append(qi[keep])
-            out_j.append(tj[keep])
-            out_d.append(d[keep])
+            qi, tj, d = qi[keep], tj[keep], d[keep]
+            if self_join:
+                qi, tj = np.minimum(qi, tj), np.maximum(qi, tj)
+            out_i.append(qi)
+            out_j.append(tj)
+            out_d.append(d)
     i, j, d = _concat(out_i, out_j, out_d)
     if len(i) == 0:
         return i, j, d
