@@ -10,7 +10,8 @@ reported as a finding with ``kind``:
 - ``masked_copy``: the same photo with the lower face changed (a synthetic mask painted on a training
   photo) in another split: found from pixels alone, by hashing the picture with its lower-central part
   blanked, then checking that the thumbnails agree outside that part;
-- ``identity`` (opt-in): the same person in two splits (dlib face descriptors closer than 0.6).
+- ``identity`` (opt-in): the same person in two different photos in two splits (dlib face
+  descriptors closer than 0.6); copies of one photo are reported under the kinds above instead.
 """
 from __future__ import annotations
 
@@ -161,6 +162,9 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
             linked.union(group[0], k)
     for a, b, agreement in masked_copy_pairs(entries, linked, masked_threshold):
         findings.append(_finding(entries, "masked_copy", [a, b], agreement=agreement))
+        linked.union(a, b)
+    # Same person in another photo: copies of one photo are reported above already.
+    identity_pairs = [(a, b, d) for a, b, d in identity_pairs or [] if linked.find(a) != linked.find(b)]
     if identity_pairs:
         uf = UnionFind(len(entries))
         for a, b, _ in identity_pairs:
