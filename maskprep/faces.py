@@ -51,7 +51,7 @@ JAW_RIGHT, JAW_LEFT = 0, 16
 class Face:
     """One detected face, in pixel coordinates of the image passed to :func:`detect_faces`."""
 
-    box: tuple[int, int, int, int]   # (left, top, right, bottom)
+    box: tuple[int, int, int, int]   # (left, top, right, bottom), clipped to the image
     score: float                     # detector confidence (HOG: decision value; CNN: mmod confidence)
     landmarks: np.ndarray            # (68, 2) float32 (x, y), iBUG-300W order, fitted at full resolution
     roll: float                      # degrees from the eye line; positive = clockwise in the image
@@ -176,10 +176,12 @@ def detect_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAU
 
     faces = []
     for (left, top, right, bottom), score in found:
-        box = _clip_box((left / scale, top / scale, right / scale, bottom / scale), w, h)
+        full_box = (left / scale, top / scale, right / scale, bottom / scale)
+        box = _clip_box(full_box, w, h)
         if box[2] - box[0] < 2 or box[3] - box[1] < 2:
             continue
-        lm = landmarks_for_box(image, box)
+        # The predictor starts from the box: give it the unclipped one for faces cut by the border.
+        lm = landmarks_for_box(image, full_box)
         roll, yaw = pose_from_landmarks(lm)
         faces.append(Face(box=box, score=float(score), landmarks=lm, roll=roll, yaw=yaw,
                           model=model, upsample=used))
