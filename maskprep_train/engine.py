@@ -501,7 +501,14 @@ def _fit_plain(model, ds, cfg: TrainConfig, dev: DeviceConfig, info: D.DistInfo,
         set_train_mode(model, cfg.freeze)
         ys, probs, losses, sizes = [], [], [], []
         for batch in loader:
-            if batch is None:
+            if batch is None:  # every file of this batch was unreadable
+                if not info.enabled:
+                    continue
+                # Under DDP every rank must take part in each gradient all-reduce, or the others
+                # wait for ever: step on one blank image with a zero loss instead of skipping.
+                blank = torch.zeros(1, 3, cfg.img_size, cfg.img_size)
+                train_step(net, _to_device(blank, dev), torch.zeros(1, dtype=torch.long, device=dev.device),
+                           lambda logits, y: logits.sum() * 0.0, opt, dev, scaler)
                 continue
             x, y, _ = batch
             x, y = _to_device(x, dev), y.to(dev.device)

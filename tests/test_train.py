@@ -204,6 +204,19 @@ def test_weights_from_a_local_state_dict_load_the_backbone(tmp_path):
         build_model("resnet50", 3, tmp_path / "r18.pth")
 
 
+def test_imagenet_weights_come_from_the_hub_cache_file(tmp_path, monkeypatch):
+    import torchvision
+    from maskprep_train.model import imagenet_cache_path
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = imagenet_cache_path("resnet18")
+    assert cached.parent == tmp_path / "hub" / "checkpoints" and cached.name.startswith("resnet18-")
+    cached.parent.mkdir(parents=True)
+    ref = torchvision.models.resnet18(weights=None)
+    torch.save(ref.state_dict(), cached)
+    model = build_model("resnet18", 2, "imagenet")
+    assert torch.equal(model.conv1.weight, ref.conv1.weight) and model.fc[1].out_features == 2
+
+
 def test_imagenet_weights_offline_fail_fast_with_a_clear_message(small_sets, tmp_path, monkeypatch):
     train, _ = small_sets
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
