@@ -43,7 +43,8 @@ def plain_dlib(image) -> list[Face]:
     """The baseline: dlib HOG on the full RGB image at upsample 1, landmarks in every box."""
     if not _PLAIN:
         _PLAIN["detector"] = dlib.get_frontal_face_detector()
-        _PLAIN["predictor"] = dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
+        model = dlib_model_path("shape_predictor_68_face_landmarks.dat")
+        _PLAIN["predictor"] = dlib.shape_predictor(str(model))
     rects, scores, _ = _PLAIN["detector"].run(image, 1, 0.0)
     faces = []
     for r, score in zip(rects, scores):
@@ -97,7 +98,8 @@ def main() -> int:
             mismatches.append(f"{path.name}: {len(missed)} missed, {len(extra)} extra")
         name = path.relative_to(args.data).as_posix()
         h, w = image.shape[:2]
-        print(f"{name[:38]:38s} {w:>4d}x{h:<5d} {times['default'] * 1000:6.0f}ms {times['full'] * 1000:6.0f}ms "
+        print(f"{name[:38]:38s} {w:>4d}x{h:<5d} {times['default'] * 1000:6.0f}ms "
+              f"{times['full'] * 1000:6.0f}ms "
               f"{times['full'] / times['default']:5.1f}x  {len(fast)}/{len(full)}")
 
     n = len(images)
