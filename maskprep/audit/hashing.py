@@ -73,11 +73,14 @@ def _bits_to_int(bits: np.ndarray) -> int:
     return int.from_bytes(np.packbits(bits.astype(np.uint8).ravel()).tobytes(), "big")
 
 
+def _phash32(small: np.ndarray) -> int:
+    low = cv2.dct(np.ascontiguousarray(small, dtype=np.float32))[:8, :8]
+    return _bits_to_int(low > np.median(low))
+
+
 def phash(gray: np.ndarray) -> int:
     """64-bit DCT hash: low 8x8 frequencies of a 32x32 thumbnail, each compared with their median."""
-    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-    low = cv2.dct(small)[:8, :8]
-    return _bits_to_int(low > np.median(low))
+    return _phash32(cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA))
 
 
 def dhash(gray: np.ndarray) -> int:
@@ -111,16 +114,28 @@ class ImageHashes:
         return {k: f"{getattr(self, k):016x}" for k in self.__dataclass_fields__}
 
 
+def prepare(image: np.ndarray) -> np.ndarray:
+    """The grey, downscaled (longer side <= 256), border-trimmed picture every hash is computed on."""
+    return trim_uniform_border(shrink(to_gray(image)))
+
+
 def compute_hashes(image: np.ndarray) -> ImageHashes:
     """Every hash the audit uses, from one RGB (or gray) uint8 image."""
-    gray = trim_uniform_border(shrink(to_gray(image)))
-    flipped = np.ascontiguousarray(gray[:, ::-1])
-    masked = blank_mask_region(gray)
+    return hashes_of_prepared(prepare(image))
+
+
+def hashes_of_prepared(gray: np.ndarray) -> ImageHashes:
+    """:func:`compute_hashes` on a picture already passed through :func:`prepare`."""
+    # One 32x32 thumbnail serves the whole-picture, mirrored and blanked hashes (area resizing commutes
+    # with mirroring, and blanking a region of the thumbnail is blanking it in the picture).
+    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    mirrored = small[:, ::-1]
+    masked = blank_mask_region(small)
     top = gray[: max(1, int(round(gray.shape[0] * MASK_REGION[1]))), :]
     return ImageHashes(
-        phash=phash(gray), phash_flip=phash(flipped),
-        dhash=dhash(gray), dhash_flip=dhash(flipped),
-        masked=phash(masked), masked_flip=phash(np.ascontiguousarray(masked[:, ::-1])),
+        phash=_phash32(small), phash_flip=_phash32(mirrored),
+        dhash=dhash(gray), dhash_flip=dhash(np.ascontiguousarray(gray[:, ::-1])),
+        masked=_phash32(masked), masked_flip=_phash32(masked[:, ::-1]),
         top=phash(top),
     )
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
-from maskprep.audit.hashing import ImageHashes, compute_hashes, shrink, to_gray, trim_uniform_border
+from maskprep.audit.hashing import ImageHashes, hashes_of_prepared, prepare
 from maskprep.images import ImageReadError, decode_image, list_images
 from maskprep.layout import split_name
 from maskprep.manifest import MANIFEST_NAME, group_key, read_manifest, split_variant
@@ -147,9 +147,11 @@ def _is_grayscale(image: np.ndarray) -> bool:
     return int(np.abs(s[..., 0] - s[..., 1]).max()) <= 3 and int(np.abs(s[..., 1] - s[..., 2]).max()) <= 3
 
 
-def thumbnail(image: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
-    """A ``side x side`` grey thumbnail of the border-trimmed picture (what masked copies are compared on)."""
-    gray = trim_uniform_border(shrink(to_gray(image)))
+def thumbnail(image: np.ndarray, side: int = THUMB_SIDE, prepared: np.ndarray | None = None) -> np.ndarray:
+    """A ``side x side`` grey thumbnail of the border-trimmed picture (what masked copies are compared on).
+
+    ``prepared`` is the picture after :func:`maskprep.audit.hashing.prepare`, when already computed."""
+    gray = prepare(image) if prepared is None else prepared
     return cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA)
 
 
@@ -179,8 +181,9 @@ def scan_file(path: Path, rel: str, split: str, label: str, identity: bool = Fal
     digest.update(image.tobytes())
     entry.pixels = digest.hexdigest()
     entry.grayscale = _is_grayscale(image)
-    entry.hashes = compute_hashes(image)
-    entry.thumb = thumbnail(image)
+    prepared = prepare(image)
+    entry.hashes = hashes_of_prepared(prepared)
+    entry.thumb = thumbnail(image, prepared=prepared)
     if identity:
         from maskprep.audit.identity import face_descriptors
         try:
