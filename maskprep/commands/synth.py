@@ -47,13 +47,19 @@ from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS
               help="Search for faces on a copy at most this many px on its longer side "
                    "(default: the detect stage's, 1280; 0 = full size). Smaller is faster but "
                    "misses small faces in big photos.")
+@click.option("--assume-crop", is_flag=True,
+              help="For datasets of tight face crops, which the detector often misses: when no "
+                   "face is found, treat the whole image as the face (landmarks fitted in the "
+                   "usual face box of a crop; images whose landmarks do not look like a face are "
+                   "still skipped). Recorded as assumed_crop in the manifest.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="Quality of JPEG outputs.")
 @runner_options
 @friendly_errors
 def command(input_dir: Path, output_dir: Path, types: str, wear: str, per_image: int, color: str,
             pattern: str, save_alpha: bool, preview: Path | None, preview_count: int, min_face: float,
-            max_yaw: float, realism: float, max_side: int | None, jpeg_quality: int, workers: int, seed: int,
+            max_yaw: float, realism: float, max_side: int | None, assume_crop: bool,
+            jpeg_quality: int, workers: int, seed: int,
             overwrite: bool, resume: bool, quiet: bool) -> None:
     """Mask every face in the photos under IN; write a mirrored tree to OUT.
 
@@ -70,7 +76,8 @@ def command(input_dir: Path, output_dir: Path, types: str, wear: str, per_image:
     summary = run_and_report(lambda: synth_masks(
         input_dir, output_dir, types=types, wear=wear, per_image=per_image, color=color,
         pattern=pattern, save_alpha=save_alpha, min_face=min_face, max_yaw=max_yaw,
-        realism=realism, max_side=max_side, seed=seed, workers=workers, overwrite=overwrite, resume=resume,
+        realism=realism, max_side=max_side,
+        assume_crop=assume_crop, seed=seed, workers=workers, overwrite=overwrite, resume=resume,
         jpeg_quality=jpeg_quality, progress=False if quiet else None))
     if preview is not None:
         from maskprep.masks.preview import preview_sheet

@@ -48,6 +48,7 @@ def preview_sheet(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
         if rec.source not in rows and len(rows) >= limit:
             continue
         rows.setdefault(rec.source, []).append(rec)
+    columns = 1 + min(per_row, max((len(r) for r in rows.values()), default=1))
     lines = []
     for source, recs in rows.items():
         try:
@@ -65,7 +66,7 @@ def preview_sheet(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 tiles.append(_tile(read_image(output_dir / rec.output), box))
             except ImageReadError:
                 continue
-        tiles += [np.full((TILE, TILE, 3), 255, np.uint8)] * (per_row + 1 - len(tiles))
+        tiles += [np.full((TILE, TILE, 3), 255, np.uint8)] * (columns - len(tiles))
         lines.append(np.hstack([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255)
                                 for t in tiles]))
     if not lines:

@@ -38,6 +38,9 @@ from maskprep.runner import Job, Produced, SkipImage, Summary, output_rel, run_s
 
 STAGE = "synth-masks"
 ALPHA_DIR = ".alpha"   # hidden, so later stages never mistake the coverage labels for photos
+# Where the face box sits in a tight face crop (fractions of width/height), measured on the crops
+# of masks/chandrikadeb7 where the detector did find the face: used by ``assume_crop``.
+CROP_FACE_BOX = (0.15, 0.22, 0.85, 0.88)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,19 @@ def find_faces(image: np.ndarray, max_side: int | None = None) -> list[FaceFound
     faces = detect_faces(image, max_side=DEFAULT_MAX_SIDE if max_side is None else int(max_side))
     return [FaceFound(tuple(int(v) for v in f.box), float(f.score),
                       np.asarray(f.landmarks, np.float32)) for f in faces]
+
+
+def crop_face(image: np.ndarray) -> FaceFound | None:
+    """Treat the whole image as a tight face crop: landmarks fitted in the usual face box of such
+    crops. None when they do not look like a face (see :func:`maskprep.masks.fit.check_face`)."""
+    from maskprep.faces import landmarks_for_box
+
+    h, w = image.shape[:2]
+    box = (CROP_FACE_BOX[0] * w, CROP_FACE_BOX[1] * h, CROP_FACE_BOX[2] * w, CROP_FACE_BOX[3] * h)
+    lm = np.asarray(landmarks_for_box(image, box), np.float32)
+    if check_face(lm, min_face=0, max_yaw=1.0, max_roll=90.0) is not None:
+        return None
+    return FaceFound(tuple(int(round(v)) for v in box), 0.0, lm)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -226,13 +242,18 @@ def process(job: Job) -> list[Produced]:
     p = job.params
     image = read_image(job.source)
     faces = find_faces(image, p.get("max_side"))
+    assumed = False
+    if not faces and p.get("assume_crop"):
+        crop = crop_face(image)
+        faces, assumed = ([crop], True) if crop is not None else ([], False)
     if not faces:
         raise SkipImage("no face")
     good, skipped = [], []
     for f in faces:
         reason = check_face(f.landmarks, min_face=p.get("min_face", DEFAULT_MIN_FACE),
                             max_yaw=p.get("max_yaw", DEFAULT_MAX_YAW))
-        entry = {"box": list(f.box), "score": round(f.score, 3),
+        entry = {"box": list(f.box), "score": None if assumed else round(f.score, 3),
+                 **({"assumed_crop": True} if assumed else {}),
                  "landmarks": np.round(f.landmarks, 1).tolist(), **face_info(f.landmarks)}
         (skipped if reason else good).append((f, entry, reason))
     if not good:
@@ -274,7 +295,7 @@ def synth_masks(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 per_image: int = 1, color: str = "natural", pattern: str = "none",
                 save_alpha: bool = False, min_face: float = DEFAULT_MIN_FACE,
                 max_yaw: float = DEFAULT_MAX_YAW, realism: float = 1.0,
-                max_side: int | None = None, seed: int = 0,
+                max_side: int | None = None, assume_crop: bool = False, seed: int = 0,
                 workers: int | None = None, overwrite: bool = False, resume: bool = False,
                 jpeg_quality: int = 95, progress: bool | None = None) -> Summary:
     """Mask every face of every photo under ``input_dir`` into ``output_dir`` (a mirrored tree).
@@ -291,6 +312,7 @@ def synth_masks(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
         raise ValueError("per_image must be at least 1")
     params = {"types": type_list, "wears": wear_list, "per_image": int(per_image), "color": color,
               "pattern": pattern, "save_alpha": bool(save_alpha), "min_face": float(min_face),
-              "max_yaw": float(max_yaw), "realism": float(realism), "max_side": max_side}
+              "max_yaw": float(max_yaw), "realism": float(realism), "max_side": max_side,
+              "assume_crop": bool(assume_crop)}
     return run_stage(STAGE, input_dir, output_dir, process, params=params, seed=seed, workers=workers,
                      overwrite=overwrite, resume=resume, jpeg_quality=jpeg_quality, progress=progress)
