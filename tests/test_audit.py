@@ -340,3 +340,26 @@ def test_cli_exit_codes_and_outputs(leaky_tree, tmp_path):
     assert runner.invoke(cli, ["audit", str(tmp_path / "missing")]).exit_code == 2
     assert runner.invoke(cli, ["audit", str(leaky_tree), "--fail-on", "leaks"]).exit_code == 2
     assert runner.invoke(cli, ["audit", str(leaky_tree), "--near-threshold", "99"]).exit_code == 2
+
+
+def test_real_synth_masks_outputs_in_test_are_leakage_by_pixels_alone(identities, masks_data, tmp_path):
+    """The synth-masks stage's own outputs, renamed and without their manifest, are still found."""
+    synth = pytest.importorskip("maskprep.masks.synth")
+    photos = tmp_path / "photos" / "faces"
+    _copy(identities / "kit_harington" / "john1.jpeg", photos / "john1.jpeg")          # scene, small face
+    _copy(masks_data / "chandrikadeb7" / "without_mask" / "0_0_aidai_0014.jpg", photos / "crop.jpg")  # face crop
+    synth.synth_masks(tmp_path / "photos", tmp_path / "masked", types="surgical,cloth", workers=1,
+                      progress=False)
+    data = tmp_path / "data"
+    for p in list_images(tmp_path / "photos"):
+        _copy(p, data / "train" / "without_mask" / p.name)
+    outputs = list_images(tmp_path / "masked")
+    assert len(outputs) == 4
+    for k, p in enumerate(outputs):  # anonymous names, no manifest: only the pixels can tell
+        _copy(p, data / "test" / "with_mask" / f"m{k}{p.suffix}")
+    _copy(identities / "rose_leslie" / "img1.jpg", data / "test" / "without_mask" / "rose.jpg")
+    report = audit(data, workers=2, progress=False)
+    leaked = _leaked_files(report)
+    assert {f"test/with_mask/m{k}{p.suffix}" for k, p in enumerate(outputs)} <= leaked
+    assert "test/without_mask/rose.jpg" not in leaked
+    assert report.duplicates.exact_groups == []  # two mask types on one photo are not "the same pixels"

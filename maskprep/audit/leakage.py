@@ -141,25 +141,29 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
     if len(dataset.splits) < 2:
         return []
     findings: list[dict[str, Any]] = []
-    for group, kind in zip(dups.exact_groups, dups.exact_kind):
-        if _spans(entries, group):
-            findings.append(_finding(entries, "exact", group, how=kind))
-    pairs_of: dict[int, list] = defaultdict(list)
-    member = {k: g for g, members in enumerate(dups.near_groups) for k in members}
-    for pr in dups.near_pairs:
-        pairs_of[member[pr.a]].append(pr)
-    for g, group in enumerate(dups.near_groups):
-        if _spans(entries, group):
-            cross = [{"a": entries[p.a].rel, "b": entries[p.b].rel, "phash": p.phash, "dhash": p.dhash,
-                      "mirrored": p.mirrored}
-                     for p in pairs_of[g] if entries[p.a].split != entries[p.b].split]
-            findings.append(_finding(entries, "near", group, pairs=cross))
-    findings.extend(variant_leaks(dataset))
-    # Masked copies: pixels only, so they are found without any manifest.
+    # Copies of one picture: exact groups and near pairs chained, so a near copy of a file's exact
+    # twin lands in the same finding.
     linked = UnionFind(len(entries))
-    for group in dups.exact_groups + dups.near_groups:
+    for group in dups.exact_groups:
         for k in group[1:]:
             linked.union(group[0], k)
+    for pr in dups.near_pairs:
+        linked.union(pr.a, pr.b)
+    exact_kind = {frozenset(g): kind for g, kind in zip(dups.exact_groups, dups.exact_kind)}
+    for group in linked.groups():
+        if not _spans(entries, group):
+            continue
+        if frozenset(group) in exact_kind:
+            findings.append(_finding(entries, "exact", group, how=exact_kind[frozenset(group)]))
+            continue
+        members = set(group)
+        cross = [{"a": entries[p.a].rel, "b": entries[p.b].rel, "phash": p.phash, "dhash": p.dhash,
+                  "mirrored": p.mirrored}
+                 for p in dups.near_pairs
+                 if p.a in members and entries[p.a].split != entries[p.b].split]
+        findings.append(_finding(entries, "near", group, pairs=cross))
+    findings.extend(variant_leaks(dataset))
+    # Masked copies: pixels only, so they are found without any manifest.
     for a, b, agreement in masked_copy_pairs(entries, linked, masked_threshold):
         findings.append(_finding(entries, "masked_copy", [a, b], agreement=agreement))
         linked.union(a, b)

@@ -6,7 +6,6 @@ An unreadable file becomes an entry with its ``ImageReadError`` reason, never an
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import sys
 from dataclasses import dataclass, field
@@ -205,7 +204,7 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: 
     """
     from tqdm import tqdm
 
-    from maskprep.runner import default_workers
+    from maskprep.runner import default_workers, process_pool
 
     root = Path(root).resolve()
     paths = list_images(root)
@@ -223,15 +222,7 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: 
                 entries.append(_scan_job(job))
                 bar.update(1)
         else:
-            ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-            # A child forked while OpenCV's thread pool exists hangs on its first parallel cv2 call:
-            # stop the parent's pool for the fork and restore it once the workers exist.
-            threads = cv2.getNumThreads()
-            cv2.setNumThreads(1)
-            try:
-                pool = ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(identity,))
-            finally:
-                cv2.setNumThreads(threads)
+            pool = process_pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(identity,))
             with pool:
                 chunk = 1 if identity else max(1, min(32, len(jobs) // (workers * 8)))
                 for entry in pool.imap(_scan_job, jobs, chunksize=chunk):
