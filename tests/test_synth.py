@@ -292,3 +292,28 @@ def test_mask_faces_masks_every_face(faces_by_photo):
     for lm in faces[:2]:
         assert _alpha_at(coverage, lm, 62) > 0.9
     assert not np.array_equal(out, image)
+
+
+def test_assume_crop_masks_tight_crops_the_detector_misses(masks_data, shared_data, tmp_path):
+    """Tight face crops (most of chandrikadeb7) defeat the detector; --assume-crop masks them,
+    while a dog photo and real masked faces are still refused."""
+    src = tmp_path / "in"
+    src.mkdir()
+    crops = ["0_0_aidai_0029.jpg"]
+    for name in crops:
+        shutil.copyfile(masks_data / "chandrikadeb7" / "without_mask" / name, src / name)
+    shutil.copyfile(shared_data / "faces" / "dlib_landmarks" / "dogs.jpg", src / "dogs.jpg")
+    masked = sorted((masks_data / "chandrikadeb7" / "with_mask").glob("*.jpg"))[:6]
+    for path in masked:
+        shutil.copyfile(path, src / f"masked_{path.name}")
+
+    plain = synth_masks(src, tmp_path / "plain", workers=1, progress=False)
+    assert plain.outputs == 0 or plain.reasons["no face"] >= 1
+    summary = synth_masks(src, tmp_path / "out", workers=1, progress=False, assume_crop=True)
+    records = {r.source: r for r in read_manifest(tmp_path / "out")}
+    assert records["0_0_aidai_0029.jpg"].status == "ok"
+    assert records["0_0_aidai_0029.jpg"].info["faces"][0]["assumed_crop"] is True
+    assert records["dogs.jpg"].reason == "no face"
+    refused = sum(records[f"masked_{p.name}"].status == "skipped" for p in masked)
+    assert refused >= 4, "already-masked faces should mostly be refused"
+    assert summary.outputs >= 1

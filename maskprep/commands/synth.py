@@ -50,8 +50,9 @@ from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS
 @click.option("--assume-crop", is_flag=True,
               help="For datasets of tight face crops, which the detector often misses: when no "
                    "face is found, treat the whole image as the face (landmarks fitted in the "
-                   "usual face box of a crop; images whose landmarks do not look like a face are "
-                   "still skipped). Recorded as assumed_crop in the manifest.")
+                   "usual face box of a crop; images whose landmarks do not look like a face, or "
+                   "whose cheeks and nose are not skin-coloured, are still skipped). Recorded as "
+                   "assumed_crop in the manifest. Not for scene photos or mixed folders.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="Quality of JPEG outputs.")
 @runner_options

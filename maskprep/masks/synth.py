@@ -41,6 +41,7 @@ ALPHA_DIR = ".alpha"   # hidden, so later stages never mistake the coverage labe
 # Where the face box sits in a tight face crop (fractions of width/height), measured on the crops
 # of masks/chandrikadeb7 where the detector did find the face: used by ``assume_crop``.
 CROP_FACE_BOX = (0.15, 0.22, 0.85, 0.88)
+CROP_MIN_SKIN = 0.6
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,23 @@ def crop_face(image: np.ndarray) -> FaceFound | None:
     lm = np.asarray(landmarks_for_box(image, box), np.float32)
     if check_face(lm, min_face=0, max_yaw=1.0, max_roll=90.0) is not None:
         return None
+    # The shape predictor draws a face on anything; ask the cheeks and nose to look like skin
+    # (chroma only, so it holds across skin tones) and be uncovered (a masked face fails it).
+    if skin_fraction(image, lm) < CROP_MIN_SKIN:
+        return None
     return FaceFound(tuple(int(round(v)) for v in box), 0.0, lm)
+
+
+def skin_fraction(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """Share of the cheek-and-nose region whose chroma falls in the usual skin range (YCrCb)."""
+    hull = cv2.convexHull(np.round(landmarks[[1, 2, 3, 13, 14, 15, 29, 30, 31, 35]]).astype(np.int32))
+    region = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillConvexPoly(region, hull, 1)
+    ycc = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)[region > 0]
+    if len(ycc) == 0:
+        return 0.0
+    cr, cb = ycc[:, 1], ycc[:, 2]
+    return float(((cr >= 133) & (cr <= 178) & (cb >= 77) & (cb <= 130)).mean())
 
 
 # ------------------------------------------------------------------------------------------------
