@@ -317,3 +317,22 @@ def test_assume_crop_masks_tight_crops_the_detector_misses(masks_data, shared_da
     refused = sum(records[f"masked_{p.name}"].status == "skipped" for p in masked)
     assert refused >= 4, "already-masked faces should mostly be refused"
     assert summary.outputs >= 1
+
+
+@pytest.mark.slow
+def test_synthetic_masks_teach_almost_what_real_ones_do(masks_data):
+    """The fast version of benchmarks/eval_synth_teaching.py: a classifier trained on maskprep's
+    masks vs their unmasked sources, scored on real masked/unmasked photos, must clearly beat
+    one trained on a flat coloured box over the same region and come near one trained on real
+    masked photos."""
+    import importlib.util
+
+    from conftest import REPO_ROOT
+    spec = importlib.util.spec_from_file_location(
+        "eval_synth_teaching", REPO_ROOT / "benchmarks" / "eval_synth_teaching.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scores = module.evaluate(masks_data / "chandrikadeb7", limit=80, seed=0, log=lambda *a: None)
+    assert scores["synthetic"] >= scores["flat box"] + 0.1, scores
+    assert scores["synthetic"] >= 0.7, scores
+    assert scores["synthetic"] >= scores["real"] - 0.12, scores
