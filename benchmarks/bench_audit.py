@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from maskprep.audit import audit  # noqa: E402
-from maskprep.audit.hashing import compute_hashes  # noqa: E402
+from maskprep.audit.hashing import compute_hashes, hamming  # noqa: E402
 from maskprep.audit.pairs import brute_pairs, choose_method, flip_aware_pairs, hamming_pairs  # noqa: E402
 from maskprep.images import decode_image, encode_image, list_images, read_image, write_image  # noqa: E402
 
@@ -79,6 +79,7 @@ def bench_pairs(n: int, t: int, sample: int) -> None:
 def plant_copies(src: Path, out: Path, count: int, seed: int = 0) -> list[tuple[str, str]]:
     """Link every photo of ``src`` into ``out`` and add ``count`` altered copies; return the planted pairs."""
     rng = np.random.default_rng(seed)
+    src = src.resolve()
     paths = list_images(src)
     for p in paths:
         rel = p.relative_to(src)
@@ -119,6 +120,16 @@ def bench_recall(src: Path, count: int, workers: int) -> None:
         found = sum((a, b) in together for a, b in planted)
         print(f"  found {found}/{len(planted)} planted pairs in {seconds:.1f} s "
               f"({len(report.dataset.entries)} images, {len(report.dataset.entries) / seconds:.0f} img/s)")
+        by_rel = {e.rel: e for e in report.dataset.entries}
+        for a, b in planted:
+            if (a, b) not in together:
+                ea, eb = by_rel[a], by_rel[b]
+                if ea.hashes is None or eb.hashes is None:
+                    print(f"  missed {a}: unreadable")
+                    continue
+                dp = min(hamming(ea.hashes.phash, eb.hashes.phash), hamming(ea.hashes.phash_flip, eb.hashes.phash))
+                dd = min(hamming(ea.hashes.dhash, eb.hashes.dhash), hamming(ea.hashes.dhash_flip, eb.hashes.dhash))
+                print(f"  missed {a} ({ea.width}x{ea.height}): pHash {dp}, dHash {dd} bits")
 
 
 def bench_whole(src: Path, workers: int) -> None:
@@ -146,7 +157,7 @@ def main() -> None:
     ap.add_argument("--planted", type=int, default=200)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
-    src = args.data / "masks" / "chandrikadeb7"
+    src = (args.data / "masks" / "chandrikadeb7").resolve()
     if not src.is_dir():
         sys.exit(f"shared data not found at {src}: pass --data")
     print(f"maskprep audit benchmark; {os.cpu_count()} cores; numpy {np.__version__}, OpenCV {cv2.__version__}")

@@ -90,10 +90,14 @@ def pixel_noise_only(a: np.ndarray, b: np.ndarray) -> bool:
             and float((diff > 40).mean()) <= NOISE_ABOVE_40)
 
 
-def near_pairs(entries: Sequence[FileEntry], max_distance: int = DEFAULT_NEAR_THRESHOLD) -> list[NearPair]:
+def near_pairs(entries: Sequence[FileEntry], max_distance: int = DEFAULT_NEAR_THRESHOLD,
+               only: Sequence[int] | None = None) -> list[NearPair]:
     """Flip-aware pHash pairs within ``max_distance`` bits whose dHash (same orientation) is within
-    ``max_distance`` too: two independent hashes must agree, which keeps look-alike face crops apart."""
-    idx = [k for k, e in enumerate(entries) if e.hashes is not None]
+    ``max_distance`` too: two independent hashes must agree, which keeps look-alike face crops apart.
+
+    ``only`` restricts the search to some entries (indices)."""
+    pool = range(len(entries)) if only is None else only
+    idx = [k for k in pool if entries[k].hashes is not None]
     if len(idx) < 2:
         return []
     hs = [entries[k].hashes for k in idx]
@@ -128,7 +132,10 @@ def find_duplicates(entries: Sequence[FileEntry], root: str | Path,
     for members in by_pixels.values():
         for k in members[1:]:
             exact.union(members[0], k)
-    pairs = near_pairs(entries, near_threshold)
+    # One file per set of identical pixels: a folder of 1000 copies of one picture would otherwise
+    # make a million pairs; the copies are joined to their representative by the exact groups.
+    representatives = [members[0] for members in by_pixels.values()]
+    pairs = near_pairs(entries, near_threshold, only=sorted(representatives))
     # Same size, (almost) same hash, different pixel digest: compare the pixels themselves.
     cache: dict[int, np.ndarray | None] = {}
 
@@ -161,10 +168,17 @@ def find_duplicates(entries: Sequence[FileEntry], root: str | Path,
         result.exact_kind.append(kind)
     # Near groups: pairs that are not two copies of one exact group, chained.
     result.near_pairs = [pr for pr in pairs if exact.find(pr.a) != exact.find(pr.b)]
+    # Near groups: files chained by near pairs, with the exact twins of every member (the search ran on
+    # one file per set of identical pixels).
     near = UnionFind(n)
     for pr in result.near_pairs:
         near.union(pr.a, pr.b)
-    result.near_groups = near.groups()
+    touched = {k for pr in result.near_pairs for k in (pr.a, pr.b)}
+    for group in result.exact_groups:
+        if touched.intersection(group):
+            for k in group[1:]:
+                near.union(group[0], k)
+    result.near_groups = [g for g in near.groups() if touched.intersection(g)]
     return result
 
 
