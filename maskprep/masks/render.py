@@ -155,29 +155,51 @@ def shade_from_face(mask_rgb: np.ndarray, alpha: np.ndarray, face_rgb: np.ndarra
     return np.clip(mask_rgb.astype(np.float32) * (relative * gain)[..., None], 0, 255)
 
 
+def _detail(lum: np.ndarray, where: np.ndarray) -> float:
+    """Median absolute high-pass of a luminance image over ``where``: how sharp/grainy it is."""
+    return float(np.median(np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 0.5))[where]))
+
+
+# Sharpness ratio (fine / coarse high-pass, 90th percentiles) -> Gaussian blur of an equally soft
+# render. Measured on the identities photos: sharp photos give 0.3-0.55; a sharp photo blurred
+# by sigma 1, 2, 3 px gives about 0.17, 0.115, 0.10; the soft alex-lacamoire.png gives 0.144.
+_SHARPNESS = (0.10, 0.115, 0.17, 0.25, 0.30)
+_BLUR_SIGMA = (3.0, 2.0, 1.0, 0.4, 0.0)
+
+
+def photo_blur(rgb: np.ndarray) -> float:
+    """How soft a photo region is, as the Gaussian sigma (px) that would make a sharp one so."""
+    lum = luminance(rgb)
+    if min(lum.shape) < 8:
+        return 0.0
+    fine = np.percentile(np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 0.7)), 90)
+    coarse = np.percentile(np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 2.5)), 90)
+    ratio = float(fine / max(coarse, 1e-3))
+    return float(np.interp(ratio, _SHARPNESS, _BLUR_SIGMA))
+
+
 def match_photo(mask_rgb: np.ndarray, face_rgb: np.ndarray, alpha: np.ndarray,
-                rng: np.random.Generator, amount: float = 1.0) -> np.ndarray:
-    """Give the mask the photo's grain and softness: sensor-like noise at the level measured on
-    the face, and a slight blur when the photo is softer than the drawing."""
+                rng: np.random.Generator, amount: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Give the mask the photo's softness and grain: blur the mask (and its edge) until it is no
+    sharper than the face it covers, then add sensor-like noise at the level measured on the face.
+    Returns the new (rgb, alpha)."""
     if amount <= 0:
-        return mask_rgb
-    # statistics on every other pixel: plenty for two medians, a quarter of the cost
-    lum = luminance(face_rgb[::2, ::2])
+        return mask_rgb, alpha
+    # statistics on every other pixel: plenty for medians, a quarter of the cost
     covered = alpha[::2, ::2] > 0.5
     if covered.sum() < 16:
-        return mask_rgb
-    detail = np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 0.5))[covered]
-    face_detail = float(np.median(detail))
-    mask_lum = luminance(mask_rgb[::2, ::2])
-    mask_detail = float(np.median(np.abs(mask_lum - cv2.GaussianBlur(mask_lum, (0, 0), 0.5))[covered]))
+        return mask_rgb, alpha
+    face_detail = _detail(luminance(face_rgb[::2, ::2]), covered)
+    sigma = photo_blur(face_rgb) * amount
     out = mask_rgb
-    if mask_detail > 1.5 * face_detail + 0.5:
-        out = cv2.GaussianBlur(out, (0, 0), 0.7 * amount)
-    sigma = min(face_detail * 0.7, 4.0) * amount
-    if sigma > 0.2:
-        noise = rng.standard_normal(out.shape[:2]).astype(np.float32) * sigma
+    if sigma > 0.1:  # a soft photo has soft mask edges and seams too
+        out = cv2.GaussianBlur(mask_rgb, (0, 0), sigma)
+        alpha = np.clip(cv2.GaussianBlur(alpha, (0, 0), sigma), 0.0, 1.0)
+    noise_sigma = min(face_detail * 0.7, 4.0) * amount
+    if noise_sigma > 0.2:
+        noise = rng.standard_normal(out.shape[:2]).astype(np.float32) * noise_sigma
         out = out + noise[..., None]
-    return np.clip(out, 0, 255)
+    return np.clip(out, 0, 255), alpha
 
 
 def feather(alpha: np.ndarray, sigma: float) -> np.ndarray:
