@@ -134,7 +134,7 @@ def variant_leaks(dataset: Dataset) -> list[dict[str, Any]]:
 
 
 def find_leakage(dataset: Dataset, dups: Duplicates,
-                 identity_pairs: Sequence[tuple[int, int, float]] | None = None,
+                 identity_pairs: Sequence[tuple[int, int, float, int, int]] | None = None,
                  masked_threshold: int = MASKED_HASH_THRESHOLD) -> list[dict[str, Any]]:
     """Every leak between splits (empty when the dataset has one split only)."""
     entries = dataset.entries
@@ -168,21 +168,23 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
         findings.append(_finding(entries, "masked_copy", [a, b], agreement=agreement))
         linked.union(a, b)
     # Same person in another photo: copies of one photo are reported above already.
-    identity_pairs = [(a, b, d) for a, b, d in identity_pairs or [] if linked.find(a) != linked.find(b)]
+    identity_pairs = [p for p in identity_pairs or [] if linked.find(p[0]) != linked.find(p[1])]
     if identity_pairs:
-        uf = UnionFind(len(entries))
-        for a, b, _ in identity_pairs:
-            uf.union(a, b)
-        closest: dict[int, list] = defaultdict(list)
-        for a, b, d in identity_pairs:
+        faces = UnionFind(1 + max(max(p[3], p[4]) for p in identity_pairs))
+        for _, _, _, fa, fb in identity_pairs:
+            faces.union(fa, fb)
+        by_person: dict[int, list[tuple[float, int, int]]] = defaultdict(list)
+        files_of: dict[int, set[int]] = defaultdict(set)
+        for a, b, d, fa, _ in identity_pairs:
+            person = faces.find(fa)
+            files_of[person].update((a, b))
             if entries[a].split != entries[b].split:
-                closest[uf.find(a)].append((d, a, b))
-        for group in uf.groups():
-            cross = sorted(closest.get(uf.find(group[0]), []))
-            if cross:
-                findings.append(_finding(entries, "identity", group, pairs=[
-                    {"a": entries[a].rel, "b": entries[b].rel, "distance": round(d, 3)}
-                    for d, a, b in cross[:20]]))
+                by_person[person].append((d, a, b))
+        for person in sorted(by_person, key=lambda q: min(files_of[q])):
+            cross = sorted(by_person[person])
+            findings.append(_finding(entries, "identity", sorted(files_of[person]), pairs=[
+                {"a": entries[a].rel, "b": entries[b].rel, "distance": round(d, 3)}
+                for d, a, b in cross[:20]]))
     return findings
 
 

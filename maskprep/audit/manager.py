@@ -79,7 +79,7 @@ class AuditReport:
         }
 
 
-def _identity_pairs(dataset: Dataset) -> tuple[list[tuple[int, int, float]], dict[str, Any]]:
+def _identity_pairs(dataset: Dataset) -> tuple[list[tuple[int, int, float, int, int]], dict[str, Any]]:
     from maskprep.audit.identity import SAME_PERSON_DISTANCE, same_person_pairs
     desc, owners = [], []
     no_face = 0
@@ -93,12 +93,10 @@ def _identity_pairs(dataset: Dataset) -> tuple[list[tuple[int, int, float]], dic
         owners.extend([k] * len(e.faces))
     if not desc:
         return [], {"faces": 0, "images_without_face": no_face, "threshold": SAME_PERSON_DISTANCE}
-    owners_arr = np.asarray(owners)
-    best: dict[tuple[int, int], float] = {}
-    for a, b, d in same_person_pairs(np.concatenate(desc), owners_arr):
-        key = (min(owners[a], owners[b]), max(owners[a], owners[b]))
-        best[key] = min(d, best.get(key, 9.0))
-    pairs = [(a, b, d) for (a, b), d in sorted(best.items())]
+    # Face-level pairs (image a, image b, distance, face a, face b): people are chained face by face,
+    # so a group photo does not merge everyone in it into one person.
+    pairs = [(owners[fa], owners[fb], d, fa, fb)
+             for fa, fb, d in same_person_pairs(np.concatenate(desc), np.asarray(owners))]
     return pairs, {"faces": len(owners), "images_without_face": no_face,
                    "threshold": SAME_PERSON_DISTANCE, "same_person_pairs": len(pairs)}
 
