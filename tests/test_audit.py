@@ -281,10 +281,15 @@ def test_identity_finds_the_same_person_across_splits(identities, tmp_path):
     _copy(identities / "joe_biden" / "biden.jpg", root / "train" / "faces" / "biden.jpg")
     _copy(identities / "barack_obama" / "obama3.jpg", root / "test" / "faces" / "obama3.jpg")
     _copy(identities / "kit_harington" / "john2.jpeg", root / "test" / "faces" / "john2.jpeg")
+    # a group photo in test (Kit and Rose) and Rose alone in train: Rose leaks, and Kit (test only)
+    # must not be dragged into her group through the shared photo
+    _copy(identities / "multi" / "kit_with_rose.jpg", root / "test" / "faces" / "kit_with_rose.jpg")
+    _copy(identities / "rose_leslie" / "img1.jpg", root / "train" / "faces" / "rose.jpg")
     report = audit(root, identity=True, workers=2, progress=False)
-    found = [set(f["files"]) for f in report.leakage if f["kind"] == "identity"]
-    assert found == [{"train/faces/obama.jpg", "test/faces/obama3.jpg"}]
-    assert report.identity["faces"] == 4
+    found = sorted(sorted(f["files"]) for f in report.leakage if f["kind"] == "identity")
+    assert found == [["test/faces/kit_with_rose.jpg", "train/faces/rose.jpg"],
+                     ["test/faces/obama3.jpg", "train/faces/obama.jpg"]]
+    assert report.identity["faces"] == 7
 
 
 # ---------------------------------------------------------------------------------------------- balance, files
