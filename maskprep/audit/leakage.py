@@ -164,9 +164,22 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
         findings.append(_finding(entries, "near", group, pairs=cross))
     findings.extend(variant_leaks(dataset))
     # Masked copies: pixels only, so they are found without any manifest.
-    for a, b, agreement in masked_copy_pairs(entries, linked, masked_threshold):
-        findings.append(_finding(entries, "masked_copy", [a, b], agreement=agreement))
-        linked.union(a, b)
+    # Several masked copies of one training photo make one finding.
+    masked = masked_copy_pairs(entries, linked, masked_threshold)
+    per_photo = UnionFind(len(entries))
+    for a, b, _ in masked:
+        per_photo.union(a, b)
+    grouped: dict[int, list[tuple[int, int, float]]] = defaultdict(list)
+    for a, b, agreement in masked:
+        grouped[per_photo.find(a)].append((a, b, agreement))
+    for _, pairs in sorted(grouped.items()):
+        members = sorted({k for a, b, _ in pairs for k in (a, b)})
+        findings.append(_finding(entries, "masked_copy", members,
+                                 agreement=min(ag for _, _, ag in pairs),
+                                 pairs=[{"a": entries[a].rel, "b": entries[b].rel, "agreement": ag}
+                                        for a, b, ag in pairs]))
+        for k in members[1:]:
+            linked.union(members[0], k)
     # Same person in another photo: copies of one photo are reported above already.
     identity_pairs = [p for p in identity_pairs or [] if linked.find(p[0]) != linked.find(p[1])]
     if identity_pairs:

@@ -165,7 +165,7 @@ class _Page:
 def _describe_leak(g: dict[str, Any]) -> str:
     text = f"{_KIND_TEXT.get(g['kind'], g['kind'])} across {' / '.join(g['splits'])}"
     if g["kind"] == "masked_copy":
-        text += f" (agreement outside the lower face {g['agreement']:.0%})"
+        text += f" (thumbnails agree outside the lower face: {g['agreement']:.0%} or more)"
     elif g["kind"] == "variant":
         text += f" (source {g['source']}, from {' and '.join(g['evidence'])})"
     elif g["kind"] == "exact":
