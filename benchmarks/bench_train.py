@@ -18,8 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# As the maskprep-train command does (see maskprep_train.cli.main): OpenMP threads sleep when idle.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

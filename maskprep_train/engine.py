@@ -160,8 +160,9 @@ def setup_device(cfg: TrainConfig, info: D.DistInfo) -> DeviceConfig:
     dev = choose_device(cfg.device, cuda, bf16, cfg.amp, info.local_rank)
     if dev.is_cuda:
         torch.backends.cudnn.benchmark = dev.cudnn_benchmark
-    else:
-        # Share the cores between the ranks on this node instead of oversubscribing them.
+    elif cfg.threads or info.local_world_size > 1:
+        # Share the cores between the ranks on this node instead of oversubscribing them; a single
+        # process keeps torch's own choice (OMP_NUM_THREADS or the caller's set_num_threads).
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // info.local_world_size)
         torch.set_num_threads(threads)
     return dev
