@@ -105,7 +105,8 @@ def flat_box(image: np.ndarray, polygons: list, rng: np.random.Generator) -> np.
     return out
 
 
-def build(data: Path, limit: int | None, seed: int, assume_crop: bool = True, log=print) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def build(data: Path, limit: int | None, seed: int, assume_crop: bool = True,
+          log=print) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Features for every training condition and the shared real test set."""
     rng = np.random.default_rng(seed)
     with_mask = list_images(data / "with_mask")

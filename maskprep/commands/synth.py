@@ -25,9 +25,10 @@ from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS
                    "Cost grows linearly; detection runs once per photo.")
 @click.option("--color", default="natural", show_default=True,
               help="natural (each mask's own colour: light-blue surgical, white KF94, charcoal "
-                   f"cloth, off-white N95), random, #rrggbb, or one of: {', '.join(COLORS)}.")
+                   f"cloth, off-white N95), random (natural half the time, else mostly black, white "
+                   f"or light blue), #rrggbb, or one of: {', '.join(COLORS)}.")
 @click.option("--pattern", type=click.Choice([*PATTERNS, "random"]), default="none", show_default=True,
-              help="A printed pattern over the colour (random: mostly plain, sometimes printed).")
+              help="A printed pattern over the colour (random: plain 80% of the time).")
 @click.option("--save-alpha", is_flag=True,
               help=f"Also write each output's mask coverage (0-255 PNG, a segmentation label) "
                    f"under OUT/.alpha/ mirroring the outputs (a hidden folder, so later stages "

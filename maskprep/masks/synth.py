@@ -42,6 +42,10 @@ ALPHA_DIR = ".alpha"   # hidden, so later stages never mistake the coverage labe
 # of masks/chandrikadeb7 where the detector did find the face: used by ``assume_crop``.
 CROP_FACE_BOX = (0.15, 0.22, 0.85, 0.88)
 CROP_MIN_SKIN = 0.6
+# --color random: how often each colour is drawn when not the mask's natural one (black, white
+# and light blue dominate real photos of masks).
+RANDOM_COLOR_WEIGHTS = {"black": 6, "white": 5, "lightblue": 3, "grey": 2, "navy": 1, "pink": 1,
+                        "beige": 1, "blue": 1, "green": 0.5, "red": 0.5, "yellow": 0.5}
 
 
 @dataclass(frozen=True)
@@ -166,10 +170,12 @@ def _pick_color(spec: Any, rng: np.random.Generator) -> tuple[tuple[int, int, in
     if spec is None or spec == "natural":
         return None, "natural"
     if spec == "random":
-        # Half the time the natural colour: that is what most real masks look like.
+        # Half the time the natural colour; otherwise mostly the colours masks are sold in.
         if rng.random() < 0.5:
             return None, "natural"
-        name = sorted(COLORS)[int(rng.integers(len(COLORS)))]
+        names = sorted(RANDOM_COLOR_WEIGHTS)
+        weights = np.array([RANDOM_COLOR_WEIGHTS[n] for n in names], float)
+        name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
         return COLORS[name], name
     rgb = tuple(int(c) for c in spec)
     return rgb, "#%02x%02x%02x" % rgb  # type: ignore[return-value]
@@ -193,7 +199,7 @@ def mask_faces(image: np.ndarray, faces: Sequence[np.ndarray], mask_type: str = 
         rgb, color_name = _pick_color(color, rng)
         pat = pattern
         if pattern == "random":
-            pat = "none" if rng.random() < 0.6 else PATTERNS[1 + int(rng.integers(len(PATTERNS) - 1))]
+            pat = "none" if rng.random() < 0.8 else PATTERNS[1 + int(rng.integers(len(PATTERNS) - 1))]
         if pat != "none" and rgb is None:
             rgb = tuple(int(c) for c in load_template(mask_type).base_color)
         layer, grid = render_mask(out, lm, mask_type, wear, rgb, pat, rng, jitter, realism)
