@@ -28,6 +28,11 @@ _KIND_TEXT = {
 }
 
 
+def _cls(name: str) -> str:
+    """Files at the root of a class tree have no class folder; say so instead of printing nothing."""
+    return name or "(no class)"
+
+
 def _fmt_ratio(r: float | None) -> str:
     return "inf" if r is None else f"{r:g}"
 
@@ -40,8 +45,8 @@ def summary_lines(report: "AuditReport", max_listed: int = 10) -> list[str]:
     lines = [f"audit: {d['root']}  ({d['layout']} layout, {c['files']} files, {c['readable']} readable, "
              f"{d['seconds']:.1f} s)"]
     classes = b["classes"]
-    width = max([5, *(len(x) for x in classes)])
-    lines.append("  " + "split".ljust(8) + "".join(x.rjust(width + 2) for x in classes)
+    width = max([5, *(len(_cls(x)) for x in classes)])
+    lines.append("  " + "split".ljust(8) + "".join(_cls(x).rjust(width + 2) for x in classes)
                  + "total".rjust(8) + "ratio".rjust(8))
     flagged = {f["split"] for f in b["imbalanced"]}
     for s in b["splits"]:
@@ -49,7 +54,7 @@ def summary_lines(report: "AuditReport", max_listed: int = 10) -> list[str]:
         lines.append("  " + s.ljust(8) + "".join(str(row[x]).rjust(width + 2) for x in classes)
                      + str(sum(row.values())).rjust(8) + _fmt_ratio(b["ratio"][s]).rjust(8)
                      + ("  IMBALANCED" if s in flagged else ""))
-    weights = ", ".join(f"{k} {v:g}" for k, v in b["class_weights"].items())
+    weights = ", ".join(f"{_cls(k)} {v:g}" for k, v in b["class_weights"].items())
     lines.append(f"  class weights ({b['class_weights_from']}): {weights}")
     if b["drifted"]:
         lines.append("  share drift between splits: " + ", ".join(
@@ -201,7 +206,7 @@ def render_html(report: "AuditReport") -> str:
     page.add("<table>" + "".join(f"<tr><th class='l'>{t}</th><td class='{'bad' if n else 'ok'}'>{n}</td></tr>"
                                  for t, n in rows) + "</table>")
     page.add("<h2>Class balance</h2><table><tr><th class='l'>split</th>"
-             + "".join(f"<th>{html.escape(x)}</th>" for x in b["classes"]) + "<th>ratio</th></tr>")
+             + "".join(f"<th>{html.escape(_cls(x))}</th>" for x in b["classes"]) + "<th>ratio</th></tr>")
     flagged = {f["split"] for f in b["imbalanced"]}
     for s in b["splits"]:
         cls = "bad" if s in flagged else ""
@@ -210,7 +215,7 @@ def render_html(report: "AuditReport") -> str:
                  + f"<td class='{cls}'>{_fmt_ratio(b['ratio'][s])}</td></tr>")
     page.add("</table><p>Suggested class weights (n / (k * count), from "
              f"{b['class_weights_from']}): "
-             + ", ".join(f"{html.escape(k)} {v:g}" for k, v in b["class_weights"].items()) + "</p>")
+             + ", ".join(f"{html.escape(_cls(k))} {v:g}" for k, v in b["class_weights"].items()) + "</p>")
     if len(d["splits"]) > 1:
         page.groups("Leakage across splits", d["leakage"], _describe_leak)
     page.groups("Label conflicts", d["label_conflicts"],
