@@ -163,6 +163,22 @@ def test_mirrored_recompressed_copy_is_found(identities, tmp_path):
         ("kit_harington/john1.jpeg", "kit_harington/john1_mirror.jpg", True)]
 
 
+def test_same_picture_under_two_classes_is_a_label_conflict(identities, tmp_path):
+    data = tmp_path / "data"
+    _copy(identities / "joe_biden" / "biden.jpg", data / "with_mask" / "biden.jpg")
+    _copy(identities / "joe_biden" / "biden.jpg", data / "without_mask" / "biden_again.jpg")
+    photo = read_image(identities / "rose_leslie" / "img1.jpg")
+    _copy(identities / "rose_leslie" / "img1.jpg", data / "with_mask" / "rose.jpg")
+    write_image(data / "mask_weared_incorrect" / "rose_small.jpg", photo[::2, ::2], jpeg_quality=70)
+    _copy(identities / "tom_cruise" / "Tom_Cruise_avp_2014_4.jpg", data / "without_mask" / "tom.jpg")
+    report = audit(data, workers=1, progress=False)
+    conflicts = sorted((c["kind"], sorted(c["files"])) for c in report.conflicts)
+    assert conflicts == [("exact", ["with_mask/biden.jpg", "without_mask/biden_again.jpg"]),
+                         ("near", ["mask_weared_incorrect/rose_small.jpg", "with_mask/rose.jpg"])]
+    result = CliRunner().invoke(cli, ["audit", str(data), "-q", "--fail-on", "conflicts"])
+    assert result.exit_code == 1 and "label conflicts (a copy under two classes): 2" in result.output
+
+
 # ---------------------------------------------------------------------------------------------- leakage
 
 @pytest.fixture(scope="module")
