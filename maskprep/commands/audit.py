@@ -35,12 +35,14 @@ def _parse_fail_on(ctx: click.Context, param: click.Parameter, value: str | None
               help="Exit with code 1 when any of these hold (comma-separated): "
                    + ", ".join(FAIL_CONDITIONS) + ". For CI. Default: always exit 0.")
 @click.option("--identity", is_flag=True,
-              help="Also find the same person in two splits (dlib face descriptors, distance < 0.6). "
-                   "Slow: about 0.1-0.3 s per image per core.")
+              help="Also find the same person in two different photos in two splits (dlib face "
+                   "descriptors, distance < 0.6). Slow: face detection plus a descriptor per face, "
+                   "measured 0.5-1.5 s per photo per core on this machine.")
 @click.option("--near-threshold", type=click.IntRange(0, 32), default=DEFAULT_NEAR_THRESHOLD,
               show_default=True, metavar="BITS",
-              help="pHash bits (of 64) within which two pictures count as near duplicates. Rescaled "
-                   "or recompressed copies measure 0-6, different photos 20+.")
+              help="Hash bits (of 64; pHash and dHash must both be within) for near duplicates. "
+                   "Rescaled or recompressed copies measure 0-2; different tightly cropped faces start "
+                   "to match at 10.")
 @click.option("--min-side", type=click.IntRange(1), default=DEFAULT_MIN_SIDE, show_default=True,
               help="Flag images whose shorter side is below this many pixels as tiny.")
 @click.option("--max-aspect", type=click.FloatRange(1.0), default=DEFAULT_MAX_ASPECT, show_default=True,
