@@ -384,3 +384,19 @@ def test_real_synth_masks_outputs_in_test_are_leakage_by_pixels_alone(identities
     assert {f"test/with_mask/m{k}{p.suffix}" for k, p in enumerate(outputs)} <= leaked
     assert "test/without_mask/rose.jpg" not in leaked
     assert report.duplicates.exact_groups == []  # two mask types on one photo are not "the same pixels"
+
+
+def test_per_split_manifests_do_not_join_same_named_photos(identities, tmp_path):
+    """train/ and test/ each went through a stage on their own; both inputs had a faces/a.jpg."""
+    data = tmp_path / "data"
+    for split, src in (("train", "joe_biden/biden.jpg"), ("test", "tom_cruise/Tom_Cruise_avp_2014_4.jpg")):
+        _copy(identities / src, data / split / "faces" / "a.jpg")
+        photo = read_image(identities / src)
+        write_image(data / split / "faces" / "a__flip.jpg", np.ascontiguousarray(photo[:, ::-1]))
+        with ManifestWriter(data / split / "manifest.jsonl") as w:
+            w.write([Record(stage="augment", source="faces/a.jpg", status="ok", output=name,
+                            origin="faces/a.jpg", variant=variant)
+                     for name, variant in (("faces/a.jpg", ""), ("faces/a__flip.jpg", "flip"))])
+    report = audit(data, workers=1, progress=False)
+    assert report.dataset.origins["test/faces/a__flip.jpg"] == "test/faces/a.jpg"
+    assert report.leakage == []  # neither by manifest, nor by name (each split has its own a.jpg)

@@ -96,7 +96,11 @@ def split_and_label(rel: str, layout: str) -> tuple[str, str]:
 
 
 def read_origins(root: Path) -> tuple[dict[str, str], list[str]]:
-    """``{file rel path: origin}`` from every ``manifest.jsonl`` under ``root`` (outputs marked ok)."""
+    """``{file rel path: origin}`` from every ``manifest.jsonl`` under ``root`` (outputs marked ok).
+
+    A manifest in a sub-folder (``train/manifest.jsonl``: a stage run on that folder alone) has its
+    outputs and origins read relative to that folder, so two runs that both saw a ``with_mask/a.jpg``
+    in their own inputs do not make two different photos one source."""
     origins: dict[str, str] = {}
     found = []
     for path in sorted(root.rglob(MANIFEST_NAME)):
@@ -104,8 +108,10 @@ def read_origins(root: Path) -> tuple[dict[str, str], list[str]]:
         found.append(path.relative_to(root).as_posix())
         for rec in read_manifest(path):
             if rec.status == "ok" and rec.output:
-                rel = rec.output if base in ("", ".") else f"{base}/{rec.output}"
-                origins[rel] = rec.origin
+                if base in ("", "."):
+                    origins[rec.output] = rec.origin
+                else:
+                    origins[f"{base}/{rec.output}"] = f"{base}/{rec.origin}"
     return origins, found
 
 
