@@ -326,7 +326,7 @@ def process(job: Job) -> list[Produced]:
         raise ImageReadError("missing", job.source)
     data = job.source.read_bytes()
     image = decode_image(data, name=job.source)   # a bad file fails here and is recorded, never copied
-    split = split_of(job.rel)
+    split = p.get("root_split") or split_of(job.rel)
     wanted = p.get("splits", list(DEFAULT_SPLITS))
     augmented = split is None or ALL_SPLITS in wanted or split in wanted
     base_info = {"split": split, "mode": "augmented" if augmented else "copied"}
@@ -422,7 +422,7 @@ def augment_tree(
     ``rotate`` (uniform in ``+-rotate`` degrees), ``aug1..augN`` (``copies`` random combinations) and
     one per ``custom`` entry (``{name: custom_variant(albumentations transform)}``). Only files under
     the ``splits`` folders (default ``train``; ``"all"`` for every split) are augmented; files outside
-    any split folder always are. Warnings (evaluation splits augmented on request) go to
+    any split folder always are. ``input_dir`` itself named like a split (``data/test``) counts as one. Warnings (evaluation splits augmented on request) go to
     ``on_warning`` before the run starts (default: :func:`warnings.warn`). Raises ValueError for bad
     options, RunError for folder problems.
     """
@@ -446,7 +446,9 @@ def augment_tree(
     in_root = Path(input_dir)
     files = list_images(in_root) if in_root.is_dir() else []
     rels = [p.relative_to(in_root.resolve()).as_posix() for p in files]
-    counts = Counter(split_of(r) or "" for r in rels)
+    # IN itself may be a split folder (``maskprep augment data/test out/``): its name counts too.
+    root_split = split_name(in_root.resolve().name) if in_root.is_dir() else None
+    counts = Counter(root_split or split_of(r) or "" for r in rels)
     present = set(counts)
     augmented = sorted(s for s in present if s == "" or ALL_SPLITS in wanted or s in wanted)
     notes: list[str] = []
@@ -465,7 +467,7 @@ def augment_tree(
         else:
             on_warning(line)
 
-    params = {"variants": variants, "copies": int(copies), "splits": wanted,
+    params = {"variants": variants, "copies": int(copies), "splits": wanted, "root_split": root_split,
               "settings": asdict(settings), "custom": custom}
     summary = run_stage(STAGE, input_dir, output_dir, process, params=params, seed=seed, workers=workers,
                         overwrite=overwrite, resume=resume, jpeg_quality=jpeg_quality,

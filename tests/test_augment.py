@@ -312,3 +312,12 @@ def test_wide_blur_on_a_shrunk_copy_matches_the_direct_gaussian(masks_data: Path
         direct = cv2.GaussianBlur(image, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
         diff = np.abs(gaussian_blur(image, k, sigma).astype(int) - direct)
         assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 1 and diff.max() <= 4, sigma
+
+
+def test_an_input_folder_named_like_a_split_is_that_split(dataset: Path, tmp_path: Path) -> None:
+    test_only = augment_tree(dataset / "test", tmp_path / "t", flip=True, workers=1, progress=False)
+    assert test_only.splits == {"test": 3} and test_only.augmented_splits == []
+    assert not list((tmp_path / "t").rglob("*__flip.*"))
+    train_only = augment_tree(dataset / "train" / "without_mask", tmp_path / "w", flip=True, workers=1,
+                              progress=False)
+    assert train_only.splits == {"": 6} and "no split folders" in "\n".join(train_only.lines())
