@@ -234,6 +234,17 @@ def test_layout_and_splits_are_found(leaky_report):
     assert leaky_report.dataset.labels == ["with_mask", "without_mask"]
 
 
+def test_layout_rules_for_nested_and_class_trees():
+    from maskprep.audit.scan import detect_layout, split_and_label
+    nested = ["kaggle/Train/with_mask/a.jpg", "kaggle/validation/with_mask/b.png", "kaggle/test/x/c.jpg"]
+    assert detect_layout(nested) == "split/class"
+    assert [split_and_label(r, "split/class") for r in nested] == [
+        ("train", "with_mask"), ("val", "with_mask"), ("test", "x")]
+    # a class folder that holds a "test" sub-folder is still a class tree
+    assert detect_layout(["with_mask/test/a.jpg", "without_mask/b.jpg"]) == "class"
+    assert detect_layout(["a.jpg", "b.jpg"]) == "flat"
+
+
 def test_planted_train_test_duplicate_is_leakage(leaky_report):
     exact = _kinds(leaky_report).get("exact", [])
     assert {"train/without_mask/biden.jpg", "test/without_mask/biden_copy.png"} in [set(f["files"]) for f in exact]

@@ -17,7 +17,7 @@ import numpy as np
 
 from maskprep.audit.hashing import ImageHashes, hashes_of_prepared, prepare
 from maskprep.images import ImageReadError, decode_image, list_images
-from maskprep.layout import split_name
+from maskprep.layout import split_name, split_of
 from maskprep.manifest import MANIFEST_NAME, group_key, read_manifest, split_variant
 
 NO_SPLIT = "all"
@@ -69,29 +69,38 @@ class Dataset:
         return sorted({e.label for e in self.entries})
 
 
-def _split_name(part: str) -> str | None:
-    return split_name(part)
+def _split_index(parts: tuple[str, ...]) -> int | None:
+    """Index of the outermost folder named like a split (the rule of :mod:`maskprep.layout`)."""
+    for k, folder in enumerate(parts[:-1]):
+        if split_name(folder):
+            return k
+    return None
 
 
 def detect_layout(rels: Iterable[str]) -> str:
-    """``"split/class"`` when every top-level folder holding images is a split name (train, val, test...);
-    ``"class"`` when images sit in class folders; ``"flat"`` when they all sit at the root."""
-    rels = list(rels)
-    tops = {PurePosixPath(r).parts[0] for r in rels if len(PurePosixPath(r).parts) > 1}
-    if tops and all(_split_name(t) for t in tops):
-        return "split/class"
-    return "class" if tops else "flat"
+    """``"split/class"`` when every image in a folder sits under a split folder (train, val, test...,
+    at any depth, as :func:`maskprep.layout.split_of` reads it); ``"class"`` when images sit in class
+    folders; ``"flat"`` when they all sit at the root."""
+    in_folders = [r for r in rels if len(PurePosixPath(r).parts) > 1]
+    if not in_folders:
+        return "flat"
+    return "split/class" if all(split_of(r) for r in in_folders) else "class"
 
 
 def split_and_label(rel: str, layout: str) -> tuple[str, str]:
-    """``(split, class)`` of a file path relative to the dataset root, under a layout."""
+    """``(split, class)`` of a file path relative to the dataset root, under a layout.
+
+    The class is the folder right below the split folder (``train/with_mask/a.jpg``), or the top
+    folder in a class layout; files with no such folder have the class ``""``."""
     parts = PurePosixPath(rel).parts
+    folders = parts[:-1]
     if layout == "split/class":
-        split = _split_name(parts[0]) or parts[0]
-        label = parts[1] if len(parts) > 2 else ""
-        return split, label
+        k = _split_index(parts)
+        if k is not None:
+            return split_name(parts[k]) or parts[k], folders[k + 1] if k + 1 < len(folders) else ""
+        return NO_SPLIT, folders[0] if folders else ""
     if layout == "class":
-        return NO_SPLIT, parts[0] if len(parts) > 1 else ""
+        return NO_SPLIT, folders[0] if folders else ""
     return NO_SPLIT, ""
 
 
@@ -123,8 +132,9 @@ def source_key(rel: str, origins: dict[str, str]) -> tuple[str, str]:
     """
     key = group_key(rel, origins)
     parts = PurePosixPath(key).parts
-    if len(parts) > 1 and _split_name(parts[0]):
-        key = str(PurePosixPath(*parts[1:]))
+    k = _split_index(parts)
+    if k is not None:
+        key = str(PurePosixPath(*parts[:k], *parts[k + 1:]))
     if rel in origins and origins[rel] != rel:
         return key, "manifest"
     if split_variant(PurePosixPath(rel).name)[1]:
