@@ -78,17 +78,21 @@ def gap_verdict(final: dict[str, dict[str, Any]], data_hint: str = "DATA") -> di
     return {"status": "warning" if warn else "ok", "train_val_gap": tv, "val_test_gap": vt, "lines": lines}
 
 
-def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
-    """Loss and macro-F1 per epoch, train (running, augmented) and val."""
+def plot_curves(history: list[dict[str, Any]], path: Path, best_epoch: int | None = None) -> None:
+    """Loss and macro-F1 per epoch, train (running, augmented) and val; a dashed line at the kept epoch."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "macro_f1", "macro-F1")):
         for split, style in (("train", "-o"), ("val", "-s")):
             vals = [np.nan if h[split].get(key) is None else h[split][key] for h in history]
             ax.plot(epochs, vals, style, label=split, markersize=3)
+        if best_epoch:
+            ax.axvline(best_epoch, ls="--", color="grey", lw=1, label="kept (best val F1)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
@@ -130,7 +134,7 @@ def write_report(out: Path, result: dict[str, Any], say: Callable[[str], None]) 
     result["verdict"] = verdict
     with open(out / "metrics.json", "w", encoding="utf-8") as fh:
         json.dump(result, fh, indent=1)
-    plot_curves(result["epochs"], out / "curves.png")
+    plot_curves(result["epochs"], out / "curves.png", result.get("best_epoch"))
     if roc_inputs:
         plot_roc(roc_inputs, result["classes"], out / "roc.png")
     summary = [f"best epoch {result['best_epoch']} of {len(result['epochs'])}"]
