@@ -302,6 +302,7 @@ def test_json_and_html_reports(leaky_report, tmp_path):
     assert "crop_masked.jpg" in page and "Leakage across splits" in page
 
 
+@pytest.mark.slow  # 4-10 s: dlib detection and descriptors on 6 photos
 def test_identity_finds_the_same_person_across_splits(identities, tmp_path):
     root = tmp_path / "data"
     _copy(identities / "barack_obama" / "obama.jpg", root / "train" / "faces" / "obama.jpg")
