@@ -17,7 +17,7 @@ import numpy as np
 
 from maskprep.images import ImageReadError, list_images, read_image
 from maskprep.layout import split_name, split_of
-from maskprep.manifest import group_key, origin_map
+from maskprep.manifest import MANIFEST_NAME, group_key, origin_map
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,7 +110,7 @@ def load_dataset(root: str | os.PathLike, test_dir: str | os.PathLike | None = N
                         f"{len(classes)} ({', '.join(classes) or 'none'}); expected class/ folders "
                         "or train/<class>/ folders")
     index = {c: i for i, c in enumerate(classes)}
-    origins = origin_map(root)
+    origins = collect_origins(root)
     ds = Dataset(root=str(root), classes=classes, ignored=ignored, split_source="folders")
     for path, rel, cls, split in found:
         if cls not in index:
@@ -131,6 +131,27 @@ def load_dataset(root: str | os.PathLike, test_dir: str | os.PathLike | None = N
     return ds
 
 
+def collect_origins(root: Path) -> dict[str, str]:
+    """``{file rel to root: origin}`` from ``root``'s manifest and any manifest in a sub-folder.
+
+    A stage run per split (``augment train/ ...``) leaves its manifest in that folder; its outputs
+    are re-rooted at ``root``, while origins stay as written so one photo keeps one key everywhere.
+    """
+    origins: dict[str, str] = {}
+    for manifest in sorted(root.rglob(MANIFEST_NAME)):
+        prefix = manifest.parent.relative_to(root)
+        for out, origin in origin_map(manifest.parent).items():
+            origins[(prefix / out).as_posix()] = origin
+    return origins
+
+
+def shared_groups(ds: Dataset) -> dict[str, int]:
+    """``{"train-val": n, "train-test": n}``: source photos with copies on both sides (leakage)."""
+    groups = {k: {s.group for s in v} for k, v in ds.splits.items()}
+    train = groups.get("train", set())
+    return {f"train-{k}": len(train & groups[k]) for k in ("val", "test") if k in groups}
+
+
 def load_eval_samples(root: str | os.PathLike, classes: Sequence[str]) -> list[Sample]:
     """Labelled samples of a class-folder tree (split folders, if any, are flattened) for evaluation."""
     root = Path(root).resolve()
@@ -143,7 +164,7 @@ def load_eval_samples(root: str | os.PathLike, classes: Sequence[str]) -> list[S
         raise DataError(f"{root}: class folders {unknown} are not among the model's classes {list(classes)}")
     if not found:
         raise DataError(f"{root}: no images in class folders")
-    origins = origin_map(root)
+    origins = collect_origins(root)
     return [Sample(p, r, index[c], group_key(r, origins), "test") for p, r, c, _ in found]
 
 

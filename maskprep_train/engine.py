@@ -26,6 +26,7 @@ from maskprep_train.data import (
     load_dataset,
     load_eval_samples,
     load_pixels,
+    shared_groups,
 )
 from maskprep_train.metrics import summarize
 from maskprep_train.model import (
@@ -345,6 +346,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         say(f"classes: {', '.join(ds.classes)}; {ds.split_source}")
         for split, counts in ds.counts().items():
             say(f"  {split:5s} " + "  ".join(f"{c}={n}" for c, n in counts.items()))
+        leaks = shared_groups(ds)
         if not ds.splits.get("val"):
             raise ValueError("no validation images: the dataset is too small to split; add photos or a val/ folder")
         torch.manual_seed(cfg.seed)
@@ -391,7 +393,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         result = {
             "config": cfg.to_json() | {"lr": lr, "workers": workers},
             "classes": ds.classes, "data_root": ds.root, "split_source": ds.split_source,
-            "counts": ds.counts(), "ignored_files": ds.ignored,
+            "counts": ds.counts(), "ignored_files": ds.ignored, "shared_groups": leaks,
             "device": asdict(dev), "world_size": info.world_size, "fast_path": fast,
             "class_weights": None if weights is None else weights.tolist(),
             "epochs": history, "best_epoch": best_epoch, "stopped_early": stopped_early,

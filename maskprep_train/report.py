@@ -27,10 +27,12 @@ def _noise(f: float, n: int) -> float:
     return 2.0 * math.sqrt(p * (1 - p) / n)
 
 
-def gap_verdict(final: dict[str, dict[str, Any]], data_hint: str = "DATA") -> dict[str, Any]:
+def gap_verdict(final: dict[str, dict[str, Any]], data_hint: str = "DATA",
+                shared: dict[str, int] | None = None) -> dict[str, Any]:
     """``{"status": "ok"|"warning", "train_val_gap", "val_test_gap", "lines": [...]}`` from final metrics.
 
-    ``final`` maps split name to :func:`maskprep_train.metrics.summarize` output (macro_f1 and n used).
+    ``final`` maps split name to :func:`maskprep_train.metrics.summarize` output (macro_f1 and n used);
+    ``shared`` counts source photos with copies in two splits (see :func:`maskprep_train.data.shared_groups`).
     """
     f = {k: v.get("macro_f1") for k, v in final.items() if v and v.get("macro_f1") is not None}
     n = {k: int(v.get("n") or 0) for k, v in final.items() if v}
@@ -70,6 +72,12 @@ def gap_verdict(final: dict[str, dict[str, Any]], data_hint: str = "DATA") -> di
     elif "val" in f:
         lines.append("note: no test set. Val chose the best epoch, so its numbers are optimistic; pass "
                      "--test DIR with photos from another source to measure generalisation.")
+    for pair, count in (shared or {}).items():
+        if count:
+            warn = True
+            lines.append(f"WARNING leakage: {count} source photo(s) have copies on both sides of {pair} "
+                         "(same manifest origin or <stem>__<variant> name), so the second split's "
+                         f"numbers are inflated. Run `maskprep audit {data_hint}` and re-split by photo.")
     small = [k for k in ("val", "test") if k in n and 0 < n[k] < 50]
     if small:
         verb = "has" if len(small) == 1 else "have"
@@ -130,7 +138,7 @@ def plot_roc(roc_inputs: dict[str, tuple[np.ndarray, np.ndarray]], classes: list
 def write_report(out: Path, result: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
     """Write metrics.json, curves.png, roc.png and verdict.txt into ``out``; print the verdict."""
     roc_inputs = {k: v.pop("_roc_inputs") for k, v in result["final"].items() if "_roc_inputs" in v}
-    verdict = gap_verdict(result["final"], result.get("data_root", "DATA"))
+    verdict = gap_verdict(result["final"], result.get("data_root", "DATA"), result.get("shared_groups"))
     result["verdict"] = verdict
     with open(out / "metrics.json", "w", encoding="utf-8") as fh:
         json.dump(result, fh, indent=1)

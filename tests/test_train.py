@@ -25,7 +25,7 @@ from maskprep.images import read_image, write_image
 from maskprep.manifest import ManifestWriter, Record
 from maskprep_train import metrics as M
 from maskprep_train.cli import cli
-from maskprep_train.data import group_aware_split, load_dataset, load_pixels
+from maskprep_train.data import group_aware_split, load_dataset, load_pixels, shared_groups
 from maskprep_train.engine import (
     DeviceConfig,
     choose_device,
@@ -161,6 +161,17 @@ def test_existing_split_folders_are_used_as_they_are(chandrika, tmp_path):
     assert ds.classes == ["with_mask", "without_mask"] and ds.split_source == "folders"
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 6, "val": 6, "test": 6}
     assert all(s.rel.startswith("val/") for s in ds.splits["val"])
+    assert shared_groups(ds) == {"train-val": 0, "train-test": 0}
+    # A per-split manifest (augment run on train/ and val/ separately) reveals a photo on both sides.
+    val_file = ds.splits["val"][0].rel
+    train_file = ds.splits["train"][0].rel
+    for split, rel in (("train", train_file), ("val", val_file)):
+        with ManifestWriter(tmp_path / split / "manifest.jsonl") as w:
+            w.write([Record("augment", "x", "ok", rel.split("/", 1)[1], origin="photos/same.jpg")])
+    assert shared_groups(load_dataset(tmp_path)) == {"train-val": 1, "train-test": 0}
+    verdict = gap_verdict({"train": {"macro_f1": 0.9, "n": 6}, "val": {"macro_f1": 0.9, "n": 6}}, "d/",
+                          {"train-val": 1})
+    assert verdict["status"] == "warning" and any("leakage" in line for line in verdict["lines"])
 
 
 # ----------------------------------------------------------------------------- model
