@@ -64,11 +64,17 @@ def find_faces(image: np.ndarray, max_side: int | None = None) -> list[FaceFound
     """Faces with 68 landmarks from :func:`maskprep.faces.detect_faces` (dlib HOG, its defaults).
 
     ``max_side`` bounds the copy the detector searches (faster, misses smaller faces); None keeps
-    the detector's default.
+    the detector's default. Photos larger than an explicit ``max_side`` are searched in one pass.
     """
     from maskprep.faces import DEFAULT_MAX_SIDE, detect_faces
 
-    faces = detect_faces(image, max_side=DEFAULT_MAX_SIDE if max_side is None else int(max_side))
+    upsample = None
+    if max_side is not None and 0 < max_side < max(image.shape[:2]):
+        # An explicit, smaller search copy asks for speed: no upsampling passes on it (the
+        # detector's auto mode would upsample a copy of 640 px or less twice).
+        upsample = 0
+    faces = detect_faces(image, max_side=DEFAULT_MAX_SIDE if max_side is None else int(max_side),
+                         upsample=upsample)
     return [FaceFound(tuple(int(v) for v in f.box), float(f.score),
                       np.asarray(f.landmarks, np.float32)) for f in faces]
 
