@@ -10,7 +10,7 @@ Throughputs are input images per second; the script prints ratios (b/a, b/c), wh
 a busy machine where absolute numbers do not. Bars (issue 5): b/a >= 0.5 (aim 0.7), b/c >= 2.5.
 
     .venv/bin/python benchmarks/bench_augment.py                 # the whole chandrikadeb7 set
-    .venv/bin/python benchmarks/bench_augment.py --limit 400 --rounds 3
+    .venv/bin/python benchmarks/bench_augment.py --limit 400 --rounds 3 --per-core
 """
 from __future__ import annotations
 
@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0: all)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the median is kept")
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--per-core", action="store_true",
+                        help="also time maskprep on one worker: its ratio to (c) does not depend on the core count")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"data folder not found: {args.data}")
@@ -125,6 +127,8 @@ def main() -> None:
         print(f"{n} images from {args.data}, {args.workers} worker(s), {args.rounds} round(s); "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         times: dict[str, list[float]] = {"floor": [], "maskprep": [], "pillow": []}
+        if args.per_core:
+            times["maskprep-1"] = []
         for r in range(args.rounds):
             for name in times:
                 out = Path(tempfile.mkdtemp(prefix=f"bench-augment-{name}-"))
@@ -133,6 +137,8 @@ def main() -> None:
                         t = run_floor(list_images(subset), subset, out, args.workers)
                     elif name == "maskprep":
                         t = run_maskprep(subset, out / "out", args.workers)
+                    elif name == "maskprep-1":
+                        t = run_maskprep(subset, out / "out", 1)
                     else:
                         t = run_pillow(list_images(subset), subset, out)
                 finally:
@@ -145,6 +151,11 @@ def main() -> None:
         print(f"(c) Pillow loop, one process:                      {rate['pillow']:7.1f} img/s")
         ab, bc = rate["maskprep"] / rate["floor"], rate["maskprep"] / rate["pillow"]
         print(f"b/a = {ab:.2f}x (bar >= 0.5, aim 0.7)   b/c = {bc:.2f}x (bar >= 2.5)")
+        print(f"floor/c = {rate['floor'] / rate['pillow']:.2f}x: the most any tool doing this work can reach "
+              f"against (c) on {args.workers} worker(s)")
+        if args.per_core:
+            print(f"(b1) maskprep on 1 worker: {rate['maskprep-1']:7.1f} img/s; "
+                  f"b1/c = {rate['maskprep-1'] / rate['pillow']:.2f}x per core")
     finally:
         shutil.rmtree(tmp_in, ignore_errors=True)
 

@@ -35,7 +35,7 @@ import numpy as np
 from maskprep.images import ImageReadError, decode_image, list_images
 from maskprep.layout import SPLITS, split_name, split_of
 from maskprep.manifest import variant_path
-from maskprep.runner import Job, Produced, Summary, output_rel, run_stage
+from maskprep.runner import Job, Produced, Summary, derive_seed, output_rel, run_stage
 
 STAGE = "augment"
 REFERENCE_SIDE = 224        # blur strength is defined at the classifier's input size (see draw_blur)
@@ -257,8 +257,6 @@ def augment_image(image: np.ndarray, variants: Sequence[str] = ("flip", "blur", 
                   seed: int = 0, settings: AugmentSettings = AugmentSettings()
                   ) -> list[tuple[str, dict[str, dict[str, Any]], np.ndarray]]:
     """``[(variant, {op: params}, image)]`` for one RGB uint8 image; the same seed gives the same images."""
-    from maskprep.runner import derive_seed
-
     def rng_for(*salt: object) -> np.random.Generator:
         return np.random.default_rng(derive_seed(seed, *salt))
 
@@ -297,7 +295,13 @@ def apply_custom(image: np.ndarray, spec: Mapping[str, Any], seed: int) -> tuple
     pipeline = _custom_pipeline(spec)
     pipeline.set_random_seed(seed)
     result = pipeline(image=image)
-    applied = {name: _plain(params) for name, params in result.get("applied_transforms", [])}
+    applied: dict[str, Any] = {}
+    for name, params in result.get("applied_transforms", []):
+        key, n = name, 1
+        while key in applied:  # the same transform twice in one pipeline: Blur, Blur#2
+            n += 1
+            key = f"{name}#{n}"
+        applied[key] = _plain(params)
     return np.ascontiguousarray(result["image"]), applied
 
 
@@ -339,7 +343,6 @@ def process(job: Job) -> list[Produced]:
         out.append(Produced(rel=output_rel(job, name), data=apply_steps(image, steps), variant=name,
                             params=dict(steps), info={"split": split}))
     for name, spec in sorted(p.get("custom", {}).items()):
-        from maskprep.runner import derive_seed
         result, applied = apply_custom(image, spec, derive_seed(job.seed, "custom", name) % (2 ** 32))
         out.append(Produced(rel=output_rel(job, name), data=result, variant=name, params=applied,
                             info={"split": split}))
