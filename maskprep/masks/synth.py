@@ -128,7 +128,7 @@ def _colour_cast(image: np.ndarray, strength: float = 1.0) -> np.ndarray:
     """A mild per-channel tint from the photo's average colour (grey-world), so a white mask in a
     warm indoor photo is warm too."""
     mean = image[::8, ::8].reshape(-1, 3).mean(axis=0).astype(np.float32) + 1.0
-    return np.clip((mean / mean.mean()) ** (0.35 * strength), 0.85, 1.15).astype(np.float32)
+    return np.clip((mean / mean.mean()) ** (0.2 * strength), 0.9, 1.1).astype(np.float32)
 
 
 def render_mask(image: np.ndarray, landmarks: np.ndarray, mask_type: str = "surgical",
