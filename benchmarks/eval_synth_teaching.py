@@ -106,7 +106,7 @@ def flat_box(image: np.ndarray, polygons: list, rng: np.random.Generator) -> np.
 
 
 def build(data: Path, limit: int | None, seed: int, assume_crop: bool = True,
-          log=print) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+          realism: float = 1.0, log=print) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Features for every training condition and the shared real test set."""
     rng = np.random.default_rng(seed)
     with_mask = list_images(data / "with_mask")
@@ -135,7 +135,7 @@ def build(data: Path, limit: int | None, seed: int, assume_crop: bool = True,
         r = np.random.default_rng([seed, i])
         mask_type = MASK_TYPES[int(r.integers(len(MASK_TYPES)))]
         masked, _, details = mask_faces(image, faces, mask_type, "correct", color="random",
-                                        pattern="random", rng=r)
+                                        pattern="random", rng=r, realism=realism)
         neg.append(features(image))
         synth.append(features(masked))
         box.append(features(flat_box(image, [d["polygon"] for d in details], r)))
@@ -158,9 +158,9 @@ def build(data: Path, limit: int | None, seed: int, assume_crop: bool = True,
 
 
 def evaluate(data: Path, limit: int | None = None, seed: int = 0, assume_crop: bool = True,
-             log=print) -> dict[str, float]:
+             realism: float = 1.0, log=print) -> dict[str, float]:
     """Balanced accuracy on the real held-out photos for each training condition."""
-    sets = build(data, limit, seed, assume_crop, log)
+    sets = build(data, limit, seed, assume_crop, realism, log)
     test_x, test_y = sets.pop("test")
     log(f"  test: {int(test_y.sum())} real with_mask + {int((1 - test_y).sum())} real without_mask")
     scores = {}
@@ -178,10 +178,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--detected-only", action="store_true",
                         help="only photos where the detector finds a face (no --assume-crop)")
+    parser.add_argument("--realism", type=float, default=1.0,
+                        help="synth-masks --realism for the synthetic set (0 = no photo matching)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     started = time.perf_counter()
-    scores = evaluate(args.data, args.limit, args.seed, assume_crop=not args.detected_only)
+    scores = evaluate(args.data, args.limit, args.seed, assume_crop=not args.detected_only,
+                      realism=args.realism)
     print("balanced accuracy on real held-out photos (chance = 0.50):")
     for name in ("flat box", "synthetic", "real"):
         print(f"  trained on {name:10s} {scores[name]:.3f}")

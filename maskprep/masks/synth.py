@@ -263,11 +263,8 @@ def plan_variants(job: Job, types: Sequence[str], wears: Sequence[str],
                 rng = job.rng("plan", k, t, w)
                 mask_type = MASK_TYPES[int(rng.integers(len(MASK_TYPES)))] if t == "random" else t
                 wear = WEAR_MODES[int(rng.integers(len(WEAR_MODES)))] if w == "mix" else w
+                # Unique: a draw only happens where its list has that one entry, and k is in the name.
                 name = f"{mask_type}_{wear}" + (f"_{k + 1}" if per_image > 1 else "")
-                if t == "random" or w == "mix":
-                    # two draws may land on the same pair: keep names unique
-                    while name in {p[2] for p in plan}:
-                        name += "b"
                 plan.append((mask_type, wear, name))
     return plan
 

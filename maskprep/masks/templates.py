@@ -11,8 +11,6 @@ import functools
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
-
 import numpy as np
 
 from maskprep.resources import templates_dir
@@ -141,8 +139,3 @@ def colored_rgba(template: MaskTemplate, color: tuple[int, int, int] | None = No
     out = np.clip(flat * shade[..., None], 0, 255)
     return np.dstack([out.astype(np.uint8), template.rgba[..., 3]])
 
-
-def template_info(template: MaskTemplate) -> dict[str, Any]:
-    """A short JSON-ready description (for manifests and --help)."""
-    return {"type": template.name, "base_color": list(template.base_color),
-            "grid": [template.rows, template.cols]}
