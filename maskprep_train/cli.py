@@ -32,7 +32,7 @@ def friendly(func: Callable) -> Callable:
         except (ValueError, FileNotFoundError) as exc:
             raise InputError(str(exc)) from None
         except KeyboardInterrupt:
-            click.echo("interrupted: the best checkpoint so far is not written; re-run to train again",
+            click.echo("interrupted: best.pt in --out holds the best epoch so far (no report written)",
                        err=True)
             sys.exit(130)
     return wrapper

@@ -373,10 +373,18 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         say(f"{cfg.arch} on {dev.device}{' (' + dev.amp_dtype + ')' if dev.amp_dtype else ''}, "
             f"{info.world_size} process(es), freeze {cfg.freeze}, lr {lr:g}, "
             f"{'cached-feature fast path' if fast else 'full loop'}")
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+
+        def on_best(epoch: int, val_m: dict[str, Any]) -> None:
+            # Written at every new best, so an interrupted run still leaves its best epoch behind.
+            if info.is_main:
+                save_checkpoint(out / CHECKPOINT_NAME, model, ds.classes, cfg, epoch, val_m)
+
         t0 = time.perf_counter()
         runner = _fit_cached if fast else _fit_plain
         history, best_state, best_epoch, stopped_early = runner(
-            model, ds, cfg, dev, info, weights, lr, workers, say)
+            model, ds, cfg, dev, info, weights, lr, workers, say, on_best)
         train_seconds = time.perf_counter() - t0
         _unwrap(model).load_state_dict(best_state)
         final = {}
@@ -400,15 +408,17 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             "train_seconds": round(train_seconds, 3), "final": final,
         }
         if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            # Same weights as at that epoch; rewritten so its "val" block holds the full final metrics.
             save_checkpoint(out / CHECKPOINT_NAME, model, ds.classes, cfg, best_epoch,
                             {k: v for k, v in final["val"].items() if not k.startswith("_")})
             with open(out / "split.json", "w", encoding="utf-8") as fh:
                 json.dump({k: [s.rel for s in v] for k, v in ds.splits.items()}, fh, indent=1)
             result = write_report(out, result, say)
         else:
+            from maskprep_train.report import gap_verdict
             for split in final.values():
                 split.pop("_roc_inputs", None)
+            result["verdict"] = gap_verdict(final, ds.root, leaks)
         D.barrier(info)
         return result
     finally:
@@ -422,7 +432,8 @@ def _epoch_record(epoch: int, lr: float, train: dict[str, Any], val: dict[str, A
 
 
 def _early_stop_loop(cfg: TrainConfig, model: Any, opt: Any, sched: Any, info: D.DistInfo,
-                     run_epoch: Callable[[int], tuple[dict, dict]], say: Callable[[str], None]):
+                     run_epoch: Callable[[int], tuple[dict, dict]], say: Callable[[str], None],
+                     on_best: Callable[[int, dict], None] | None = None):
     """Shared epoch loop: run, record, keep the best state, step the schedule, stop on patience."""
     history, best, best_state, best_epoch, since = [], None, None, 0, 0
     stopped = False
@@ -435,6 +446,8 @@ def _early_stop_loop(cfg: TrainConfig, model: Any, opt: Any, sched: Any, info: D
         if _better(val_m, best):
             best, best_epoch, since, mark = val_m, epoch, 0, "  *best"
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()})
+            if on_best is not None:
+                on_best(epoch, val_m)
         else:
             since += 1
         say(f"epoch {epoch:3d}  loss {train_m['loss']:.4f}  val loss {val_m.get('loss') or float('nan'):.4f}"
@@ -473,7 +486,8 @@ def train_step(net: Any, x: Any, y: Any, criterion: Any, opt: Any, dev: DeviceCo
     return logits.detach(), float(loss.detach())
 
 
-def _fit_plain(model, ds, cfg: TrainConfig, dev: DeviceConfig, info: D.DistInfo, weights, lr, workers, say):
+def _fit_plain(model, ds, cfg: TrainConfig, dev: DeviceConfig, info: D.DistInfo, weights, lr, workers, say,
+               on_best=None):
     """The full loop: images through the whole network every epoch (DDP under torchrun)."""
     torch = _torch()
     n_classes = len(ds.classes)
@@ -532,7 +546,7 @@ def _fit_plain(model, ds, cfg: TrainConfig, dev: DeviceConfig, info: D.DistInfo,
         val_m = summarize(yv, pv, _loss_of(pv, yv, weights))
         return train_m, val_m
 
-    return _early_stop_loop(cfg, model, opt, sched, info, run_epoch, say)
+    return _early_stop_loop(cfg, model, opt, sched, info, run_epoch, say, on_best)
 
 
 def extract_features(model: Any, samples: Sequence[Sample], img_size: int, dev: DeviceConfig,
@@ -561,7 +575,8 @@ def extract_features(model: Any, samples: Sequence[Sample], img_size: int, dev: 
     return index, torch.from_numpy(features.astype(np.float32)), torch.from_numpy(labels)
 
 
-def _fit_cached(model, ds, cfg: TrainConfig, dev: DeviceConfig, info: D.DistInfo, weights, lr, workers, say):
+def _fit_cached(model, ds, cfg: TrainConfig, dev: DeviceConfig, info: D.DistInfo, weights, lr, workers, say,
+                on_best=None):
     """The fast path for ``--freeze head`` without augmentation: the frozen backbone sees each image once.
 
     The head then trains on cached pooled features; every rank trains the same tiny head on the same
@@ -605,7 +620,7 @@ def _fit_cached(model, ds, cfg: TrainConfig, dev: DeviceConfig, info: D.DistInfo
         yv_np = yv.cpu().numpy()
         return train_m, summarize(yv_np, pv, _loss_of(pv, yv_np, weights))
 
-    return _early_stop_loop(cfg, model, opt, sched, info, run_epoch, say)
+    return _early_stop_loop(cfg, model, opt, sched, info, run_epoch, say, on_best)
 
 
 # ----------------------------------------------------------------------------- using a checkpoint

@@ -301,9 +301,11 @@ def test_training_writes_the_report_and_keeps_the_best_f1_epoch(trained_run):
 
 def test_best_checkpoint_reloads_and_evaluate_reproduces_saved_metrics(trained_run, small_sets):
     _, test = small_sets
-    saved = json.loads((trained_run / "metrics.json").read_text())["final"]["test"]
+    report = json.loads((trained_run / "metrics.json").read_text())
+    saved = report["final"]["test"]
     model, meta = load_checkpoint(trained_run / "best.pt")
     assert meta["classes"] == ["with_mask", "without_mask"] and meta["img_size"] == 64
+    assert meta["epoch"] == report["best_epoch"] and meta["val"]["macro_f1"] == report["final"]["val"]["macro_f1"]
     again = evaluate(trained_run / "best.pt", test, batch_size=5)
     assert again["confusion_matrix"] == saved["confusion_matrix"]
     assert again["macro_f1"] == pytest.approx(saved["macro_f1"])
