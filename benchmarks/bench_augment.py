@@ -99,6 +99,12 @@ def run_pillow(files: list[Path], in_root: Path, out_root: Path) -> float:
     return time.perf_counter() - start
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the pool workers), user + system."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "masks" / "chandrikadeb7")
@@ -129,9 +135,11 @@ def main() -> None:
         times: dict[str, list[float]] = {"floor": [], "maskprep": [], "pillow": []}
         if args.per_core:
             times["maskprep-1"] = []
+        cpu: dict[str, list[float]] = {k: [] for k in times}
         for r in range(args.rounds):
             for name in times:
                 out = Path(tempfile.mkdtemp(prefix=f"bench-augment-{name}-"))
+                before = _cpu_seconds()
                 try:
                     if name == "floor":
                         t = run_floor(list_images(subset), subset, out, args.workers)
@@ -144,7 +152,9 @@ def main() -> None:
                 finally:
                     shutil.rmtree(out, ignore_errors=True)
                 times[name].append(t)
-                print(f"  round {r + 1} {name:9s} {t:7.2f} s  {n / t:7.1f} img/s", flush=True)
+                cpu[name].append(_cpu_seconds() - before)
+                print(f"  round {r + 1} {name:10s} {t:7.2f} s  {n / t:7.1f} img/s   "
+                      f"CPU {1000 * cpu[name][-1] / n:6.1f} ms/img", flush=True)
         rate = {k: n / statistics.median(v) for k, v in times.items()}
         print(f"(a) floor (decode + {OUTPUTS_PER_IMAGE} encodes, all cores): {rate['floor']:7.1f} img/s")
         print(f"(b) maskprep augment --flip --blur --color-jitter: {rate['maskprep']:7.1f} img/s")
@@ -156,6 +166,12 @@ def main() -> None:
         if args.per_core:
             print(f"(b1) maskprep on 1 worker: {rate['maskprep-1']:7.1f} img/s; "
                   f"b1/c = {rate['maskprep-1'] / rate['pillow']:.2f}x per core")
+        # CPU time per image barely depends on what else the machine runs: the load-proof comparison.
+        per = {k: statistics.median(v) / n for k, v in cpu.items()}
+        print(f"CPU per image: floor {1000 * per['floor']:.1f} ms, maskprep {1000 * per['maskprep']:.1f} ms, "
+              f"Pillow {1000 * per['pillow']:.1f} ms -> floor/maskprep {per['floor'] / per['maskprep']:.2f}x, "
+              f"Pillow/maskprep {per['pillow'] / per['maskprep']:.2f}x per core "
+              f"(x{args.workers} workers = {args.workers * per['pillow'] / per['maskprep']:.2f}x if they scale)")
     finally:
         shutil.rmtree(tmp_in, ignore_errors=True)
 

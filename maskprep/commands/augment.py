@@ -29,7 +29,7 @@ _D = AugmentSettings()
               help="Splits to augment, comma-separated (train, val, test, or all). Default: train only "
                    "when the input has split folders (train/, val/ or valid/, test/ at any level); "
                    "the others are copied byte for byte. Overriding it prints a warning.")
-@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True,
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True, metavar="Q",
               help="Quality of the JPEG variants (PNG stays PNG, lossless). Originals are never re-encoded.")
 @click.option("--blur-sigma", type=(float, float), default=_D.blur_sigma, show_default=True,
               metavar="LOW HIGH",
