@@ -234,6 +234,9 @@ def test_same_seed_gives_identical_files_whatever_the_workers(dataset: Path, run
     a, b = _tree_hashes(one), _tree_hashes(out2)
     a.pop("run.json"), b.pop("run.json"), a.pop("manifest.jsonl"), b.pop("manifest.jsonl")
     assert a == b
+    # The manifests hold the same records (in completion order, which depends on the workers).
+    lines = [sorted((root / "manifest.jsonl").read_text(encoding="utf-8").splitlines()) for root in (one, out2)]
+    assert lines[0] == lines[1]
     other = tmp_path / "other"
     augment_tree(dataset / "train" / "without_mask", other, blur=True, seed=8, workers=1, progress=False)
     name = sorted(p.name for p in (dataset / "train" / "without_mask").iterdir())[0]
