@@ -195,7 +195,7 @@ def match_photo(mask_rgb: np.ndarray, face_rgb: np.ndarray, alpha: np.ndarray,
     if sigma > 0.1:  # a soft photo has soft mask edges and seams too
         out = cv2.GaussianBlur(mask_rgb, (0, 0), sigma)
         alpha = np.clip(cv2.GaussianBlur(alpha, (0, 0), sigma), 0.0, 1.0)
-    noise_sigma = min(face_detail * 0.7, 4.0) * amount
+    noise_sigma = min(face_detail * 0.35, 2.5) * amount
     if noise_sigma > 0.2:
         noise = rng.standard_normal(out.shape[:2]).astype(np.float32) * noise_sigma
         out = out + noise[..., None]

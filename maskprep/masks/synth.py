@@ -124,13 +124,6 @@ def _face_exposure(image: np.ndarray, landmarks: np.ndarray) -> float:
     return float(np.percentile(luminance(crop), 90))
 
 
-def _colour_cast(image: np.ndarray, strength: float = 1.0) -> np.ndarray:
-    """A mild per-channel tint from the photo's average colour (grey-world), so a white mask in a
-    warm indoor photo is warm too."""
-    mean = image[::8, ::8].reshape(-1, 3).mean(axis=0).astype(np.float32) + 1.0
-    return np.clip((mean / mean.mean()) ** (0.2 * strength), 0.9, 1.1).astype(np.float32)
-
-
 def render_mask(image: np.ndarray, landmarks: np.ndarray, mask_type: str = "surgical",
                 wear: str = "correct", color: tuple[int, int, int] | None = None,
                 pattern: str = "none", rng: np.random.Generator | None = None,
@@ -165,8 +158,6 @@ def render_mask(image: np.ndarray, landmarks: np.ndarray, mask_type: str = "surg
     alpha = feather(warped[..., 3].astype(np.float32) / 255.0, max(0.35, 0.004 * target_w))
     face = image[y0:y0 + h, x0:x0 + w]
     rgb = shade_from_face(warped[..., :3], alpha, face, _face_exposure(image, landmarks), target_w)
-    if realism > 0:
-        rgb = np.clip(rgb * _colour_cast(image, realism), 0, 255)
     rgb, alpha = match_photo(rgb, face, alpha, rng, amount=realism)
     return MaskLayer(rgb.astype(np.float32), alpha, x0, y0), dst
 
