@@ -95,11 +95,12 @@ def hflip(image: np.ndarray) -> np.ndarray:
 def gaussian_blur(image: np.ndarray, ksize: int, sigma: float) -> np.ndarray:
     """Gaussian blur with an odd square kernel ``ksize`` and standard deviation ``sigma`` (pixels).
 
-    Up to ``sigma`` = 2 this is exactly ``cv2.GaussianBlur``. A wider blur (large photos; the cost of a
-    direct kernel grows with its width: 3 JPEG encodes at sigma 3, 10 at sigma 18) is computed on a copy shrunk
-    by ``f = sigma // 2`` and enlarged back, with the small sigma chosen so the shrink, blur and
-    enlarge add up to ``sigma``: on photos of the shared set it differs from the direct blur by
-    0.1-0.3 grey levels on average (99 % of pixels within 1, none by more than 3), 2-10 times faster.
+    Up to ``sigma`` = 2 this is exactly ``cv2.GaussianBlur``. A wider blur (large photos; a direct
+    kernel costs in proportion to its width: 3 JPEG encodes at sigma 3, 10 at sigma 18) is computed
+    on a copy shrunk by ``f = sigma // 2`` and enlarged back, with the small sigma chosen so the
+    shrink, blur and enlarge add up to ``sigma``: on photos of the shared set it differs from the
+    direct blur by 0.1-0.3 grey levels on average (99 % of pixels within 1, none by more than 3),
+    and is 2-10 times faster.
     """
     sigma = float(sigma)
     if sigma <= PYRAMID_BLUR_SIGMA:
@@ -117,7 +118,8 @@ def gaussian_blur(image: np.ndarray, ksize: int, sigma: float) -> np.ndarray:
     small_sigma = math.sqrt(max(sigma ** 2 - (f * f - 1) / 12.0 - f * f / 6.0, 0.25)) / f
     k = 2 * math.ceil(3.0 * small_sigma) + 1
     small = cv2.GaussianBlur(small, (k, k), small_sigma, borderType=cv2.BORDER_REFLECT_101)
-    return np.ascontiguousarray(cv2.resize(small, (pw, ph), interpolation=cv2.INTER_LINEAR)[pad:pad + h, pad:pad + w])
+    large = cv2.resize(small, (pw, ph), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(large[pad:pad + h, pad:pad + w])
 
 
 def jitter_matrix(brightness: float, contrast: float, saturation: float, hue: float,
@@ -425,9 +427,10 @@ def augment_tree(
     ``rotate`` (uniform in ``+-rotate`` degrees), ``aug1..augN`` (``copies`` random combinations) and
     one per ``custom`` entry (``{name: custom_variant(albumentations transform)}``). Only files under
     the ``splits`` folders (default ``train``; ``"all"`` for every split) are augmented; files outside
-    any split folder always are. ``input_dir`` itself named like a split (``data/test``) counts as one. Warnings (evaluation splits augmented on request) go to
-    ``on_warning`` before the run starts (default: :func:`warnings.warn`). Raises ValueError for bad
-    options, RunError for folder problems.
+    any split folder always are; ``input_dir`` itself named like a split (``data/test``) counts as
+    one. Warnings (evaluation splits augmented on request) go to ``on_warning`` before the run
+    starts (default: :func:`warnings.warn`). Raises ValueError for bad options, RunError for folder
+    problems.
     """
     variants = [name for name, on in (("flip", flip), ("blur", blur), ("jitter", color_jitter),
                                       ("rotate", rotate > 0)) if on]
