@@ -150,9 +150,9 @@ def evaluate_command(checkpoint: str, data: str, as_json: bool, batch_size: int,
                + (f"  ({m['unreadable']} unreadable files skipped)" if m["unreadable"] else ""))
     width = max(len(c) for c in m["classes"])
     click.echo("confusion matrix (rows: true, columns: predicted)")
-    click.echo(" " * (width + 2) + "  ".join(f"{c[:8]:>8s}" for c in m["classes"]))
+    click.echo(" " * (width + 2) + "  ".join(f"{c:>{width}s}" for c in m["classes"]))
     for c, row in zip(m["classes"], m["confusion_matrix"]):
-        click.echo(f"{c:>{width}s}  " + "  ".join(f"{v:8d}" for v in row))
+        click.echo(f"{c:>{width}s}  " + "  ".join(f"{v:{width}d}" for v in row))
 
 
 @cli.command("predict")
