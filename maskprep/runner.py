@@ -277,7 +277,7 @@ def run_stage(
     done = _completed_sources(out_root) if resume else set()
     jobs = []
     for path in sources:
-        rel = path.resolve().relative_to(in_root).as_posix()
+        rel = _relative_to_root(path, in_root)
         if rel in done:
             continue
         jobs.append(Job(source=path, rel=rel, origin=upstream.get(rel, rel),
@@ -334,6 +334,15 @@ def run_stage(
     if summary.interrupted:
         raise KeyboardInterrupt
     return summary
+
+
+def _relative_to_root(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` without resolving the file itself: a symlinked file inside the
+    tree keeps its place in the tree even when it points outside."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(root).as_posix()
+    except ValueError:
+        return path.resolve().relative_to(root).as_posix()
 
 
 def _init_worker_in_process(process: Callable, out_root: Path, stage: str, jpeg_quality: int) -> None:

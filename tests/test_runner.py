@@ -91,6 +91,16 @@ def test_run_over_bad_corpus_counts_and_never_touches_input(tmp_path: Path) -> N
     assert info["status"] == "finished" and info["failed"] == 4
 
 
+def test_symlinked_file_pointing_outside_keeps_its_place(tmp_path: Path) -> None:
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    (data / "cls").mkdir(parents=True)
+    elsewhere.mkdir()
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(elsewhere / "real.png")
+    os.symlink(elsewhere / "real.png", data / "cls" / "link.png")
+    summary = run_stage("noisy", data, tmp_path / "out", noisy_copy, workers=1, progress=False)
+    assert summary.outputs == 1 and (tmp_path / "out" / "cls" / "link__noisy.png").is_file()
+
+
 def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path: Path) -> None:
     data = tmp_path / "data"
     _make_corpus(data)
