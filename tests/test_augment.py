@@ -324,3 +324,13 @@ def test_an_input_folder_named_like_a_split_is_that_split(dataset: Path, tmp_pat
     train_only = augment_tree(dataset / "train" / "without_mask", tmp_path / "w", flip=True, workers=1,
                               progress=False)
     assert train_only.splits == {"": 6} and "no split folders" in "\n".join(train_only.lines())
+
+
+def test_a_manifest_record_reproduces_its_file(dataset: Path, run) -> None:
+    from maskprep.augment import apply_steps
+    _, _, out = run
+    records = [r for r in read_manifest(out) if r.variant and r.output and r.output.endswith(".png")]
+    assert len(records) >= 20
+    for rec in records:
+        again = apply_steps(read_image(dataset / rec.source), rec.params.items())
+        assert np.array_equal(read_image(out / rec.output), again), rec.output
