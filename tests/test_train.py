@@ -405,3 +405,23 @@ def test_torchrun_two_cpu_processes_train_with_ddp_and_write_one_report(small_se
     assert m["final"]["train"]["n"] + m["final"]["val"]["n"] == 40
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "metrics.json", "roc.png",
                                                      "split.json", "verdict.txt"]
+
+
+def test_training_gives_identical_weights_whatever_the_loader_workers(small_sets, tmp_path):
+    """Augmentation is seeded per (seed, epoch, image) and shuffling in the main process, so
+    --workers changes speed, never the model."""
+    train, _ = small_sets
+    states = []
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        res = CliRunner().invoke(cli, [str(train), "--out", str(out), "--weights", "none", "--arch", "resnet18",
+                                       "--freeze", "layer4", "--img-size", "48", "--epochs", "1",
+                                       "--batch-size", "8", "--workers", str(workers), "-q"])
+        assert res.exit_code == 0, res.output
+        states.append(torch.load(out / "best.pt", weights_only=True)["model"])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    torch.manual_seed(0)  # the initial weights fit() starts from with --seed 0: training moved them
+    initial = build_model("resnet18", 2, "none").state_dict()
+    assert not torch.equal(states[0]["fc.1.weight"], initial["fc.1.weight"])
+    assert torch.equal(states[0]["conv1.weight"], initial["conv1.weight"])  # frozen by --freeze layer4
