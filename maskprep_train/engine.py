@@ -38,7 +38,6 @@ from maskprep_train.model import (
     build_model,
     imagenet_cache_path,
     set_train_mode,
-    trainable_parameter_names,
 )
 
 CHECKPOINT_NAME = "best.pt"
@@ -371,7 +370,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         lr = cfg.lr if cfg.lr is not None else default_lr(cfg.freeze, cfg.optimizer)
         fast = cfg.fast_path and cfg.freeze == "head" and cfg.augment == "none"
         say(f"{cfg.arch} on {dev.device}{' (' + dev.amp_dtype + ')' if dev.amp_dtype else ''}, "
-            f"{info.world_size} process(es), freeze {cfg.freeze}, lr {lr:g}, "
+            f"{info.world_size} process(es), freeze {cfg.freeze} "
+            f"({sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters), lr {lr:g}, "
             f"{'cached-feature fast path' if fast else 'full loop'}")
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
