@@ -242,13 +242,14 @@ def test_imagenet_weights_offline_fail_fast_with_a_clear_message(small_sets, tmp
     def no_download(*a, **k):
         raise AssertionError("tried to download weights")
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    import torchvision.models  # noqa: F401  (a one-off import cost, slow on a busy box, is not the point)
     t = time.perf_counter()
     res = CliRunner().invoke(cli, [str(train), "--out", str(tmp_path / "o"), "--weights", "imagenet"])
     elapsed = time.perf_counter() - t
     assert res.exit_code == 2, res.output
     assert "not in the torch hub cache" in res.output and "--weights none" in res.output
     assert str(tmp_path / "empty_torch_home") in res.output
-    assert elapsed < 5, elapsed
+    assert elapsed < 3, elapsed  # a download attempt takes 5.7 s to fail here, then the data scan
     assert not (tmp_path / "o").exists()
 
 
