@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Idle OpenMP threads that spin make torch steps several times slower on a busy 2-core machine;
+# set before anything imports torch (albumentations does).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
