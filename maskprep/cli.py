@@ -93,13 +93,7 @@ _COMMAND_MODULES = (
 def _register_commands() -> None:
     import importlib
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # that stage is not built yet
-                continue
-            raise
-        cli.add_command(module.command)
+        cli.add_command(importlib.import_module(name).command)
 
 
 _register_commands()

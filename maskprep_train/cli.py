@@ -88,8 +88,8 @@ def cli() -> None:
               help="Starting weights: imagenet (torchvision's, from the torch hub cache only; never "
                    "downloaded), none (random), or a PATH to a local state_dict.")
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default="light", show_default=True,
-              help="Train-time augmentation: none, flip (horizontal), light (flip, 85-100%% crop, "
-                   "+-15%% brightness/contrast).")
+              help="Train-time augmentation: none, flip (horizontal), light (flip, 85-100% crop, "
+                   "+-15% brightness/contrast).")
 @click.option("--optimizer", type=click.Choice(("adamw", "sgd")), default="adamw", show_default=True)
 @click.option("--schedule", type=click.Choice(("cosine", "plateau", "none")), default="cosine",
               show_default=True, help="Learning-rate schedule over the epochs.")
