@@ -208,34 +208,44 @@ def _gather_predictions(parts: list[tuple[list[int], np.ndarray, np.ndarray]], n
 
 # ----------------------------------------------------------------------------- evaluation
 
-def predict_samples(model: Any, samples: Sequence[Sample], img_size: int, dev: DeviceConfig,
-                    batch_size: int = 32, workers: int = 0,
-                    info: D.DistInfo = D.DistInfo()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Class probabilities for ``samples`` in eval mode: ``(readable indices, labels, probs)``.
+def _sharded_outputs(model: Any, samples: Sequence[Sample], img_size: int, dev: DeviceConfig,
+                     batch_size: int, workers: int, info: D.DistInfo, apply: Callable[[Any], Any],
+                     width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``apply(model input batch)`` over ``samples`` in eval mode, without augmentation.
 
-    Under torchrun each rank predicts every world_size-th sample and the results are gathered, so
-    every rank returns the whole set. Unreadable files are left out.
+    Under torchrun each rank takes every world_size-th sample and the results are gathered back into
+    dataset order, so every rank returns ``(readable indices, labels, outputs (n, width))`` for the
+    whole set. Unreadable files are left out.
     """
     torch = _torch()
     model.eval()
     ds = ImageDataset(samples, img_size, "none")
     mine = list(range(info.rank, len(ds), info.world_size))
     loader = _loader(torch.utils.data.Subset(ds, mine), batch_size, dev, workers)
-    idx, ys, probs = [], [], []
+    idx, ys, outs = [], [], []
     with torch.no_grad():
         for batch in loader:
             if batch is None:
                 continue
             x, y, i = batch
             with _autocast(dev):
-                logits = model(_to_device(x, dev))
-            probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+                out = apply(_to_device(x, dev))
+            outs.append(out.float().cpu().numpy())
             ys.append(y.numpy())
             idx.append(i.numpy())
-    n_classes = _unwrap(model).fc[-1].out_features
     local = (np.concatenate(idx).tolist() if idx else [], np.concatenate(ys) if ys else np.zeros(0),
-             np.concatenate(probs) if probs else np.zeros((0, n_classes)))
-    return _gather_predictions(D.gather(local, info), len(ds), n_classes)
+             np.concatenate(outs) if outs else np.zeros((0, width), np.float32))
+    return _gather_predictions(D.gather(local, info), len(ds), width)
+
+
+def predict_samples(model: Any, samples: Sequence[Sample], img_size: int, dev: DeviceConfig,
+                    batch_size: int = 32, workers: int = 0,
+                    info: D.DistInfo = D.DistInfo()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class probabilities for ``samples`` in eval mode: ``(readable indices, labels, probs)``."""
+    torch = _torch()
+    n_classes = _unwrap(model).fc[-1].out_features
+    return _sharded_outputs(model, samples, img_size, dev, batch_size, workers, info,
+                            lambda x: torch.softmax(model(x).float(), 1), n_classes)
 
 
 def _loss_of(probs: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> float | None:
@@ -553,25 +563,9 @@ def extract_features(model: Any, samples: Sequence[Sample], img_size: int, dev: 
                      batch_size: int, workers: int, info: D.DistInfo) -> tuple[np.ndarray, Any, Any]:
     """Pooled backbone features of every readable sample, once: ``(readable indices, features, labels)``."""
     torch = _torch()
-    model.eval()
-    ds = ImageDataset(samples, img_size, "none")
-    mine = list(range(info.rank, len(ds), info.world_size))
-    loader = _loader(torch.utils.data.Subset(ds, mine), batch_size, dev, workers)
-    idx, feats, ys = [], [], []
-    with torch.no_grad():
-        for batch in loader:
-            if batch is None:
-                continue
-            x, y, i = batch
-            with _autocast(dev):
-                f = backbone_features(model, _to_device(x, dev))
-            feats.append(f.float().cpu().numpy())
-            ys.append(y.numpy())
-            idx.append(i.numpy())
-    width = model.fc[-1].in_features
-    local = (np.concatenate(idx).tolist() if idx else [], np.concatenate(ys) if ys else np.zeros(0),
-             np.concatenate(feats) if feats else np.zeros((0, width), np.float32))
-    index, labels, features = _gather_predictions(D.gather(local, info), len(ds), width)
+    index, labels, features = _sharded_outputs(
+        model, samples, img_size, dev, batch_size, workers, info,
+        lambda x: backbone_features(model, x), model.fc[-1].in_features)
     return index, torch.from_numpy(features.astype(np.float32)), torch.from_numpy(labels)
 
 
