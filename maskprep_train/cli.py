@@ -145,8 +145,9 @@ def evaluate_command(checkpoint: str, data: str, as_json: bool, batch_size: int,
     if as_json:
         click.echo(json.dumps(m, indent=1))
         return
-    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
-    click.echo(f"n={m['n']}  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ROC-AUC {auc}"
+    from maskprep_train.report import fmt_metric
+    click.echo(f"n={m['n']}  accuracy {fmt_metric(m['accuracy'], 4)}  macro-F1 {fmt_metric(m['macro_f1'], 4)}"
+               f"  ROC-AUC {fmt_metric(m['roc_auc'], 4)}"
                + (f"  ({m['unreadable']} unreadable files skipped)" if m["unreadable"] else ""))
     width = max(len(c) for c in m["classes"])
     click.echo("confusion matrix (rows: true, columns: predicted)")

@@ -86,6 +86,11 @@ def gap_verdict(final: dict[str, dict[str, Any]], data_hint: str = "DATA",
     return {"status": "warning" if warn else "ok", "train_val_gap": tv, "val_test_gap": vt, "lines": lines}
 
 
+def fmt_metric(value: float | None, digits: int = 3) -> str:
+    """A metric for the console: ``"0.912"``, or ``"n/a"`` when it is undefined (None, e.g. no readable image)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def plot_curves(history: list[dict[str, Any]], path: Path, best_epoch: int | None = None) -> None:
     """Loss and macro-F1 per epoch, train (running, augmented) and val; a dashed line at the kept epoch."""
     import matplotlib
@@ -147,9 +152,8 @@ def write_report(out: Path, result: dict[str, Any], say: Callable[[str], None]) 
         plot_roc(roc_inputs, result["classes"], out / "roc.png")
     summary = [f"best epoch {result['best_epoch']} of {len(result['epochs'])}"]
     for split, m in result["final"].items():
-        auc = "n/a" if m.get("roc_auc") is None else f"{m['roc_auc']:.3f}"
-        summary.append(f"  {split:5s} n={m['n']:5d}  acc {m['accuracy']:.3f}  macro-F1 "
-                       f"{(m['macro_f1'] or 0):.3f}  ROC-AUC {auc}")
+        summary.append(f"  {split:5s} n={m['n']:5d}  acc {fmt_metric(m.get('accuracy'))}  macro-F1 "
+                       f"{fmt_metric(m.get('macro_f1'))}  ROC-AUC {fmt_metric(m.get('roc_auc'))}")
     text = "\n".join(summary + ["verdict:"] + ["  " + line for line in verdict["lines"]])
     (out / VERDICT_NAME).write_text(text + "\n", encoding="utf-8")
     say(text)

@@ -426,3 +426,22 @@ def test_training_gives_identical_weights_whatever_the_loader_workers(small_sets
     initial = build_model("resnet18", 2, "none").state_dict()
     assert not torch.equal(states[0]["fc.1.weight"], initial["fc.1.weight"])
     assert torch.equal(states[0]["conv1.weight"], initial["conv1.weight"])  # frozen by --freeze layer4
+
+
+def test_a_split_without_one_readable_image_reports_n_a_instead_of_crashing(trained_run, small_sets, tmp_path):
+    from maskprep_train.metrics import summarize
+    from maskprep_train.report import write_report
+    train, _ = small_sets
+    unreadable = tmp_path / "unreadable"
+    (unreadable / "with_mask").mkdir(parents=True)
+    (unreadable / "with_mask" / "broken.jpg").write_bytes(b"")
+    res = CliRunner().invoke(cli, ["evaluate", str(trained_run / "best.pt"), str(unreadable)])
+    assert res.exit_code == 0, res.output
+    assert "n=0" in res.output and "accuracy n/a" in res.output and "1 unreadable" in res.output
+    # The training report with a --test folder whose every file is unreadable.
+    result = json.loads((trained_run / "metrics.json").read_text())
+    result["final"]["test"] = summarize(np.zeros(0), np.zeros((0, 2))) | {"unreadable": 1}
+    out = tmp_path / "report"
+    out.mkdir()
+    write_report(out, result, lambda s: None)
+    assert "test  n=    0  acc n/a  macro-F1 n/a" in (out / "verdict.txt").read_text()
