@@ -116,7 +116,7 @@ def load_dataset(root: str | os.PathLike, test_dir: str | os.PathLike | None = N
         if cls not in index:
             raise DataError(f"{rel}: class {cls!r} is not among the training classes {classes}")
         ds.splits.setdefault(split, []).append(
-            Sample(path, rel, index[cls], group_key(rel, origins), split))
+            Sample(path, rel, index[cls], source_group(rel, origins), split))
     if test_dir is not None:
         ds.splits["test"] = load_eval_samples(test_dir, classes)
     if not ds.splits.get("val"):
@@ -129,6 +129,20 @@ def load_dataset(root: str | os.PathLike, test_dir: str | os.PathLike | None = N
             s.split = "val"
         ds.split_source = f"group-aware split (val {val_fraction:g}, seed {seed})"
     return ds
+
+
+def source_group(rel: str, origins: dict[str, str] | None = None) -> str:
+    """The source-photo key of ``rel`` (:func:`maskprep.manifest.group_key`) without its split folder.
+
+    ``train/with_mask/a.jpg`` and ``val/with_mask/a__flip.jpg`` are copies of one photo: with the split
+    folder left in, their keys would differ and leakage between folder splits would go unnoticed.
+    """
+    key = group_key(rel, origins)
+    parts = PurePosixPath(key).parts
+    for i, folder in enumerate(parts[:-1]):
+        if split_name(folder) is not None:
+            return PurePosixPath(*parts[:i], *parts[i + 1:]).as_posix()
+    return key
 
 
 def collect_origins(root: Path) -> dict[str, str]:
@@ -165,7 +179,7 @@ def load_eval_samples(root: str | os.PathLike, classes: Sequence[str]) -> list[S
     if not found:
         raise DataError(f"{root}: no images in class folders")
     origins = collect_origins(root)
-    return [Sample(p, r, index[c], group_key(r, origins), "test") for p, r, c, _ in found]
+    return [Sample(p, r, index[c], source_group(r, origins), "test") for p, r, c, _ in found]
 
 
 def group_aware_split(labels: Sequence[int], groups: Sequence[str], val_fraction: float,

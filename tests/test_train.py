@@ -162,6 +162,13 @@ def test_existing_split_folders_are_used_as_they_are(chandrika, tmp_path):
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 6, "val": 6, "test": 6}
     assert all(s.rel.startswith("val/") for s in ds.splits["val"])
     assert shared_groups(ds) == {"train-val": 0, "train-test": 0}
+    # A flipped copy of a train photo in val/, linked to it only by its <stem>__<variant> name.
+    train_rel = ds.splits["train"][0].rel
+    img = read_image(tmp_path / train_rel)
+    write_image(tmp_path / "val" / f"{Path(train_rel).parent.name}/{Path(train_rel).stem}__flip.jpg",
+                img[:, ::-1], 90)
+    assert shared_groups(load_dataset(tmp_path)) == {"train-val": 1, "train-test": 0}
+    (tmp_path / "val" / f"{Path(train_rel).parent.name}/{Path(train_rel).stem}__flip.jpg").unlink()
     # A per-split manifest (augment run on train/ and val/ separately) reveals a photo on both sides.
     val_file = ds.splits["val"][0].rel
     train_file = ds.splits["train"][0].rel
