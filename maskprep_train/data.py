@@ -188,7 +188,7 @@ def group_aware_split(labels: Sequence[int], groups: Sequence[str], val_fraction
 
     Each group counts for its most common label; per class, groups are drawn in a seeded random order
     into val until about ``val_fraction`` of that class's images are there (at least one group when
-    the class has two or more). Sizes are approximate when groups are large.
+    the class has two or more, and never all of them). Sizes are approximate when groups are large.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val fraction must be between 0 and 1, not {val_fraction}")
@@ -205,13 +205,16 @@ def group_aware_split(labels: Sequence[int], groups: Sequence[str], val_fraction
         total = sum(len(members[g]) for g in class_groups)
         target = val_fraction * total
         taken = 0
+        left = len(class_groups)  # groups of this class still in train
         for k in rng.permutation(len(class_groups)):
             g = class_groups[k]
             size = len(members[g])
-            # Take a group when it brings the count closer to the target (always the first one).
-            if taken == 0 or abs(taken + size - target) < abs(taken - target):
+            # Take a group when it brings the count closer to the target (always the first one),
+            # but never the class's last group in train (possible with a large val_fraction).
+            if left > 1 and (taken == 0 or abs(taken + size - target) < abs(taken - target)):
                 val.extend(members[g])
                 taken += size
+                left -= 1
             if taken >= target:
                 break
     val_set = set(val)

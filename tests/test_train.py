@@ -452,3 +452,13 @@ def test_a_split_without_one_readable_image_reports_n_a_instead_of_crashing(trai
     out.mkdir()
     write_report(out, result, lambda s: None)
     assert "test  n=    0  acc n/a  macro-F1 n/a" in (out / "verdict.txt").read_text()
+
+
+def test_group_aware_split_never_moves_a_whole_class_into_val(chandrika, tmp_path):
+    """Even a large --val-fraction leaves every class with photos to train on."""
+    data = _link_subset(chandrika, tmp_path / "data", {"with_mask": _names(chandrika / "with_mask", 0, 2),
+                                                       "without_mask": _names(chandrika / "without_mask", 0, 6)})
+    for seed in range(3):
+        ds = load_dataset(data, val_fraction=0.8, seed=seed)
+        assert all(n >= 1 for n in ds.counts()["train"].values()), (seed, ds.counts())
+        assert all(n >= 1 for n in ds.counts()["val"].values()), (seed, ds.counts())
