@@ -280,6 +280,18 @@ def test_cli_refuses_bad_requests_with_one_line(dataset: Path, tmp_path: Path) -
         assert option in helptext
 
 
+def test_cli_defaults_match_augment_settings() -> None:
+    """The command keeps literal copies of AugmentSettings' defaults so its help needs no OpenCV."""
+    from maskprep.commands import augment as command
+
+    defaults = AugmentSettings()
+    assert command.DEFAULT_BLUR_SIGMA == defaults.blur_sigma
+    assert command.DEFAULT_BRIGHTNESS == defaults.brightness
+    assert command.DEFAULT_CONTRAST == defaults.contrast
+    assert command.DEFAULT_SATURATION == defaults.saturation
+    assert command.DEFAULT_HUE == defaults.hue
+
+
 def test_variant_name_clashing_with_an_input_is_refused(dataset: Path, tmp_path: Path) -> None:
     tree = tmp_path / "in" / "cls"
     tree.mkdir(parents=True)

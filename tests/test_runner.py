@@ -213,3 +213,22 @@ def test_cli_help_and_version() -> None:
     result = subprocess.run([sys.executable, "-m", "maskprep", "no-such-command"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2
+
+
+def test_detect_command_defaults_match_faces() -> None:
+    """``maskprep detect`` keeps literal copies of faces.py's defaults so its help needs no OpenCV."""
+    from maskprep import faces
+    from maskprep.commands import detect
+
+    for name in ("DEFAULT_MIN_SCORE", "DEFAULT_MAX_SIDE", "SMALL_SIDE", "MODELS", "DEFAULT_ALIGN_SIZE",
+                 "DEFAULT_MARGIN"):
+        assert getattr(detect, name) == getattr(faces, name), name
+
+
+def test_building_the_cli_imports_no_stage_library() -> None:
+    """``import maskprep.cli`` (and so ``maskprep --help``) must not load the detect or augment stages."""
+    code = ("import sys, maskprep.cli; "
+            "print(sorted(m for m in ('maskprep.faces', 'maskprep.augment') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

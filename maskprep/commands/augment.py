@@ -5,10 +5,15 @@ from pathlib import Path
 
 import click
 
-from maskprep.augment import AugmentSettings
 from maskprep.cli import friendly_errors, run_and_report, runner_options
 
-_D = AugmentSettings()
+# AugmentSettings()'s defaults, copied so that building the command (``maskprep --help``) does not
+# import OpenCV; a test in tests/test_augment.py keeps them equal.
+DEFAULT_BLUR_SIGMA = (0.6, 1.6)
+DEFAULT_BRIGHTNESS = 0.2
+DEFAULT_CONTRAST = 0.2
+DEFAULT_SATURATION = 0.3
+DEFAULT_HUE = 0.03
 
 
 @click.command("augment")
@@ -31,16 +36,16 @@ _D = AugmentSettings()
                    "the others are copied byte for byte. Overriding it prints a warning.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True, metavar="Q",
               help="Quality of the JPEG variants (PNG stays PNG, lossless). Originals are never re-encoded.")
-@click.option("--blur-sigma", type=(float, float), default=_D.blur_sigma, show_default=True,
+@click.option("--blur-sigma", type=(float, float), default=DEFAULT_BLUR_SIGMA, show_default=True,
               metavar="LOW HIGH",
               help="Blur sigma range in pixels at a 224-px shorter side; scaled up for larger images.")
-@click.option("--brightness", type=click.FloatRange(0, 1, max_open=True), default=_D.brightness,
+@click.option("--brightness", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_BRIGHTNESS,
               show_default=True, help="Jitter: brightness factor drawn from 1 +- this.")
-@click.option("--contrast", type=click.FloatRange(0, 1, max_open=True), default=_D.contrast,
+@click.option("--contrast", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_CONTRAST,
               show_default=True, help="Jitter: contrast factor drawn from 1 +- this.")
-@click.option("--saturation", type=click.FloatRange(0, 1, max_open=True), default=_D.saturation,
+@click.option("--saturation", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_SATURATION,
               show_default=True, help="Jitter: saturation factor drawn from 1 +- this.")
-@click.option("--hue", type=click.FloatRange(0, 0.5), default=_D.hue, show_default=True,
+@click.option("--hue", type=click.FloatRange(0, 0.5), default=DEFAULT_HUE, show_default=True,
               help="Jitter: hue shift drawn from +- this many turns (0.03 = 10.8 degrees).")
 @runner_options
 @friendly_errors
@@ -66,10 +71,10 @@ def command(input_dir: Path, output_dir: Path, flip: bool, blur: bool, color_jit
     Cost: one decode per image and one encode per variant (most of the time); about as fast as
     re-encoding the images, on all cores.
     """
-    from maskprep.augment import augment_tree
+    from maskprep.augment import AugmentSettings, augment_tree
 
     settings = AugmentSettings(blur_sigma=tuple(blur_sigma), brightness=brightness, contrast=contrast,
-                               saturation=saturation, hue=hue, rotate=rotate or _D.rotate)
+                               saturation=saturation, hue=hue, rotate=rotate or AugmentSettings.rotate)
     result = None
 
     def run():

@@ -6,14 +6,15 @@ from pathlib import Path
 import click
 
 from maskprep.cli import friendly_errors, run_and_report, runner_options
-from maskprep.faces import (
-    DEFAULT_ALIGN_SIZE,
-    DEFAULT_MARGIN,
-    DEFAULT_MAX_SIDE,
-    DEFAULT_MIN_SCORE,
-    MODELS,
-    SMALL_SIDE,
-)
+
+# maskprep.faces's defaults, copied so that building the command (``maskprep --help``) does not
+# import OpenCV and dlib; a test in tests/test_runner.py keeps them equal to faces.py's.
+DEFAULT_MIN_SCORE = 0.2
+DEFAULT_MAX_SIDE = 1280
+SMALL_SIDE = 640
+MODELS = ("hog", "cnn")
+DEFAULT_ALIGN_SIZE = 256
+DEFAULT_MARGIN = 0.25
 
 
 def _parse_upsample(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
