@@ -318,7 +318,8 @@ def _better(val: dict[str, Any], best: dict[str, Any] | None) -> bool:
     f, bf = val.get("macro_f1") or 0.0, best.get("macro_f1") or 0.0
     if f != bf:
         return f > bf
-    return (val.get("loss") or math.inf) < (best.get("loss") or math.inf)
+    loss, best_loss = val.get("loss"), best.get("loss")  # 0.0 is a perfect loss, not a missing one
+    return (math.inf if loss is None else loss) < (math.inf if best_loss is None else best_loss)
 
 
 def resolve_out_dir(cfg: TrainConfig) -> Path:

@@ -462,3 +462,13 @@ def test_group_aware_split_never_moves_a_whole_class_into_val(chandrika, tmp_pat
         ds = load_dataset(data, val_fraction=0.8, seed=seed)
         assert all(n >= 1 for n in ds.counts()["train"].values()), (seed, ds.counts())
         assert all(n >= 1 for n in ds.counts()["val"].values()), (seed, ds.counts())
+
+
+def test_best_epoch_tie_on_f1_goes_to_the_lower_val_loss_even_a_zero_one():
+    from maskprep_train.engine import _better
+    probs = np.array([[1.0, 0.0], [0.0, 1.0]])  # a perfect, saturated softmax: loss exactly 0
+    perfect = M.summarize(np.array([0, 1]), probs, 0.0)
+    good = M.summarize(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), 0.16)
+    assert perfect["macro_f1"] == good["macro_f1"] == 1.0
+    assert _better(perfect, good) and not _better(good, perfect)
+    assert _better(good, M.summarize(np.array([0, 1]), probs, None))
