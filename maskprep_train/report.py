@@ -49,10 +49,10 @@ def gap_verdict(final: dict[str, dict[str, Any]], data_hint: str = "DATA",
                          "than new ones: add photos, keep --augment light, freeze more (--freeze head or "
                          "layer4), or train fewer epochs (--patience).")
         elif tv < -noise:
-            lines.append(f"note: val above train: {head}. Usually harmless: the val split is small or "
-                         "easier, and per-epoch train numbers are taken with dropout and augmentation "
-                         "on, which are off at evaluation. Check the split is not easier by chance "
-                         "(another --seed) before trusting it.")
+            lines.append(f"note: val above train: {head}. Both are the kept checkpoint's numbers with "
+                         "dropout and augmentation off, so the val photos are easier or too few to tell. "
+                         "Usually harmless; check the split is not easier by chance (another --seed) "
+                         "before trusting it.")
         else:
             lines.append(f"ok: {head}; the gap is within {max(GAP_WARN, noise):.2f}.")
     if "val" in f and "test" in f:

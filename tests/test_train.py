@@ -282,7 +282,9 @@ def test_gap_verdict_names_the_problem_in_plain_words():
     over = gap_verdict({"train": {"macro_f1": 0.99, "n": 800}, "val": {"macro_f1": 0.70, "n": 200}})
     assert over["status"] == "warning" and "overfitting" in over["lines"][0]
     above = gap_verdict({"train": {"macro_f1": 0.80, "n": 800}, "val": {"macro_f1": 0.92, "n": 400}})
-    assert above["status"] == "ok" and "dropout and augmentation" in above["lines"][0]
+    assert above["status"] == "ok" and "another --seed" in above["lines"][0]
+    # Final numbers are taken with dropout and augmentation off: that cannot explain the gap.
+    assert "dropout and augmentation off" in above["lines"][0]
     small = gap_verdict({"train": {"macro_f1": 0.9, "n": 40}, "val": {"macro_f1": 0.8, "n": 10},
                          "test": {"macro_f1": 0.7, "n": 10}})
     assert small["status"] == "ok"  # 0.1 on 10 photos is noise, and the note says so
