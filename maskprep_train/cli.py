@@ -104,7 +104,7 @@ def cli() -> None:
               help="auto: weight the loss by inverse class frequency when classes are imbalanced (>1.2x).")
 @click.option("--patience", type=click.IntRange(min=0), default=5, show_default=True,
               help="Stop after this many epochs without a val macro-F1 gain (0: never stop early).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed for the split, initialisation, shuffling and augmentation.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Image-decoding processes per training process (default: 0 on 2-core machines).")

@@ -134,7 +134,8 @@ class TrainConfig:
                   (self.epochs >= 1, "--epochs must be at least 1"),
                   (self.batch_size >= 1, "--batch-size must be at least 1"),
                   (self.img_size >= 32, "--img-size must be at least 32 (ResNet downsamples 32x)"),
-                  (0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1")]
+                  (0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1"),
+                  (self.seed >= 0, "--seed must be 0 or more (numpy's generators refuse negative seeds)")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)

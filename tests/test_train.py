@@ -474,3 +474,17 @@ def test_best_epoch_tie_on_f1_goes_to_the_lower_val_loss_even_a_zero_one():
     assert perfect["macro_f1"] == good["macro_f1"] == 1.0
     assert _better(perfect, good) and not _better(good, perfect)
     assert _better(good, M.summarize(np.array([0, 1]), probs, None))
+
+
+def test_a_negative_seed_is_refused_before_any_work(chandrika, tmp_path):
+    """numpy refuses negative seeds; with ready-made split folders that used to surface mid-epoch."""
+    from maskprep_train.engine import TrainConfig, fit
+    for split, start in (("train", 0), ("val", 100)):
+        _link_subset(chandrika, tmp_path / split, {c: _names(chandrika / c, start, 2)
+                                                   for c in ("with_mask", "without_mask")})
+    with pytest.raises(ValueError, match="--seed"):
+        fit(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), weights="none", arch="resnet18",
+                        img_size=32, epochs=1, seed=-1))
+    assert not (tmp_path / "o").exists()
+    res = CliRunner().invoke(cli, [str(tmp_path), "--out", str(tmp_path / "o"), "--weights", "none", "--seed", "-1"])
+    assert res.exit_code == 2 and "--seed" in res.output and not (tmp_path / "o").exists()
