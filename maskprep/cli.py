@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from maskprep import __version__
-from maskprep.runner import RunError, Summary, default_workers
+
+if TYPE_CHECKING:
+    from maskprep.runner import Summary
 
 
 class InputError(click.ClickException):
@@ -19,6 +22,7 @@ class InputError(click.ClickException):
 
 def runner_options(func: Callable) -> Callable:
     """The options every tree-mapping stage shares, in one place."""
+    from maskprep.runner import default_workers
     options = [
         click.option("--workers", "-j", type=click.IntRange(min=0), default=0, show_default=False,
                      help=f"Worker processes (default: all cores, here {default_workers()})."),
@@ -38,6 +42,7 @@ def runner_options(func: Callable) -> Callable:
 
 def run_and_report(run: Callable[[], Summary]) -> Summary:
     """Run a stage, turning folder problems into a one-line error (exit 2) and printing the summary."""
+    from maskprep.runner import RunError
     try:
         summary = run()
     except RunError as exc:
@@ -63,7 +68,53 @@ def friendly_errors(func: Callable) -> Callable:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Stage commands live in their own modules, imported only when a command is run or its help shown,
+# so that ``import maskprep.cli`` and ``maskprep --help`` load no image library. Name -> (module,
+# the command's one-line summary for ``maskprep --help``; a test keeps it equal to the docstring's).
+_COMMANDS = {
+    "detect": ("maskprep.commands.detect",
+               "Find faces in the photos under IN; write one aligned crop per face to OUT."),
+    "synth-masks": ("maskprep.commands.synth",
+                    "Mask every face in the photos under IN; write a mirrored tree to OUT."),
+    "augment": ("maskprep.commands.augment",
+                "Write IN's images to OUT with augmented variants beside each original."),
+    "audit": ("maskprep.commands.audit",
+              "Audit DATA: class balance, bad files, duplicates, train/val/test leakage."),
+}
+
+
+class _StageGroup(click.Group):
+    """A group whose stage commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _COMMANDS:
+            self.add_command(importlib.import_module(_COMMANDS[cmd_name][0]).command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, but from the summaries above, without importing the commands."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if name in self.commands:
+                if self.commands[name].hidden:
+                    continue
+                text = self.commands[name].get_short_help_str(limit)
+            else:
+                text = click.utils.make_default_short_help(_COMMANDS[name][1], limit)
+            rows.append((name, text))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_StageGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="maskprep")
 def cli() -> None:
     """Prepare face-mask image datasets: detect faces, synthesise masks, augment, audit.
@@ -79,24 +130,6 @@ def cli() -> None:
     Every stage writes a new tree (never into its input) and a manifest.jsonl that maps each output
     to its source, transform and seed. Run `maskprep COMMAND --help` for details.
     """
-
-
-# Stage commands live in their own modules; each adds itself to the group here.
-_COMMAND_MODULES = (
-    "maskprep.commands.detect",
-    "maskprep.commands.synth",
-    "maskprep.commands.augment",
-    "maskprep.commands.audit",
-)
-
-
-def _register_commands() -> None:
-    import importlib
-    for name in _COMMAND_MODULES:
-        cli.add_command(importlib.import_module(name).command)
-
-
-_register_commands()
 
 
 def main() -> None:

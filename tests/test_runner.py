@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from PIL import Image
@@ -226,9 +227,26 @@ def test_detect_command_defaults_match_faces() -> None:
 
 
 def test_building_the_cli_imports_no_stage_library() -> None:
-    """``import maskprep.cli`` (and so ``maskprep --help``) must not load the detect or augment stages."""
-    code = ("import sys, maskprep.cli; "
-            "print(sorted(m for m in ('maskprep.faces', 'maskprep.augment') if m in sys.modules))")
+    """``import maskprep.cli`` and ``maskprep --help`` load no stage and no image library."""
+    code = ("import sys\n"
+            "from click.testing import CliRunner\n"
+            "from maskprep.cli import cli\n"
+            "result = CliRunner().invoke(cli, ['--help'])\n"
+            "assert result.exit_code == 0 and 'synth-masks' in result.output, result.output\n"
+            "heavy = ('cv2', 'numpy', 'PIL', 'maskprep.faces', 'maskprep.augment', 'maskprep.runner')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_cli_command_summaries_match_the_commands() -> None:
+    """``maskprep --help`` lists each stage from a table in cli.py: it must say what the command says."""
+    from maskprep.cli import _COMMANDS, cli
+
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted(_COMMANDS)
+    for name, (_, summary) in _COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
+        assert command.get_short_help_str(10**6) == summary, name
