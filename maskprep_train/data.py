@@ -262,8 +262,15 @@ def to_tensor_array(img: np.ndarray) -> np.ndarray:
 
 def load_pixels(path: str, img_size: int, augment: str = "none",
                 rng: np.random.Generator | None = None) -> np.ndarray:
-    """Read (any mode, EXIF-upright), augment, resize and normalise one file; raises ImageReadError."""
-    img = read_image(path, max_pixels=MAX_PIXELS)
+    """Read (any mode, EXIF-upright), augment, resize and normalise one file; raises ImageReadError.
+
+    An OS-level failure (permission denied, I/O error, a folder where a file was) is an
+    ImageReadError ``unreadable`` too, so it is skipped and counted like a corrupt file.
+    """
+    try:
+        img = read_image(path, max_pixels=MAX_PIXELS)
+    except OSError as exc:
+        raise ImageReadError("unreadable", path, exc.strerror or type(exc).__name__) from None
     if augment != "none":
         img = augment_image(img, augment, rng if rng is not None else np.random.default_rng())
     return to_tensor_array(resize_square(img, img_size))

@@ -488,3 +488,21 @@ def test_a_negative_seed_is_refused_before_any_work(chandrika, tmp_path):
     assert not (tmp_path / "o").exists()
     res = CliRunner().invoke(cli, [str(tmp_path), "--out", str(tmp_path / "o"), "--weights", "none", "--seed", "-1"])
     assert res.exit_code == 2 and "--seed" in res.output and not (tmp_path / "o").exists()
+
+
+def test_a_file_the_os_refuses_to_read_is_skipped_not_a_crash(trained_run, small_sets, monkeypatch):
+    """Permission denied (not reproducible as root, so simulated) counts as unreadable, like a corrupt file."""
+    import maskprep_train.data as data_mod
+    _, test = small_sets
+    denied = sorted((test / "with_mask").iterdir())[0]
+    real_read = data_mod.read_image
+
+    def read(path, **kw):
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read(path, **kw)
+    monkeypatch.setattr(data_mod, "read_image", read)
+    m = evaluate(trained_run / "best.pt", test)
+    assert m["unreadable"] == 1 and m["n"] == 15
+    out = predict(trained_run / "best.pt", [denied, sorted((test / "without_mask").iterdir())[0]])
+    assert out[0]["error"] == "unreadable" and out[1]["class"] in ("with_mask", "without_mask")
