@@ -139,7 +139,8 @@ def search_plan(height: int, width: int, upsample: int | None = None,
 
 
 def detect_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT_MIN_SCORE,
-                 upsample: int | None = None, max_side: int = DEFAULT_MAX_SIDE) -> list[Face]:
+                 upsample: int | None = None, max_side: int = DEFAULT_MAX_SIDE,
+                 min_size: float = 0.0) -> list[Face]:
     """Find faces in an RGB (or gray) uint8 image; return them largest first, with 68 landmarks.
 
     - ``model``: ``"hog"`` (dlib's HOG detector, fast) or ``"cnn"`` (dlib's mmod CNN: finds turned and
@@ -153,16 +154,25 @@ def detect_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAU
       tiny faces).
     - ``max_side``: photos larger than this are searched on a downscaled copy (0 = never); the
       landmarks are fitted on the full image in the scaled-back box either way.
+    - ``min_size``: the smallest face (photo px) the caller has a use for; an auto-mode pass that
+      could only add faces smaller than that is not run (``synth-masks`` skips faces under 40 px).
     """
     if model not in MODELS:
         raise ValueError(f"unknown face model {model!r}: choose one of {', '.join(MODELS)}")
     image = _as_dlib_image(image)
     h, w = image.shape[:2]
     scale, passes = search_plan(h, w, upsample, max_side)
+    if min_size > 0:
+        # Pass k+1 only finds faces smaller than pass k can: keep it only while pass k's
+        # smallest face (HOG window at that upsampling, in photo px) is still above min_size.
+        passes = passes[:1] + [up for prev, up in zip(passes, passes[1:])
+                               if HOG_WINDOW / 2 ** prev / scale > min_size]
     searched = image
+    if model == "hog" and image.ndim == 3:
+        searched = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)   # resize one channel, not three
     if scale < 1.0:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        searched = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        searched = cv2.resize(searched, size, interpolation=cv2.INTER_AREA)
 
     found: list[tuple[tuple[float, ...], float]] = []
     used = passes[0]
@@ -351,6 +361,7 @@ def process(job: Job) -> list[Produced]:
         crop, matrix = align_face(image, face, size=p["size"], margin=p["margin"])
         info = face_record(face, matrix, k, len(faces))
         info["image_size"] = [w, h]
+        info["crop_size"] = [int(crop.shape[1]), int(crop.shape[0])]
         produced.append(Produced(rel=output_rel(job, f"face{k}"), data=crop, variant=f"face{k}",
                                  info=info))
     return produced

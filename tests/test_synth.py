@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -317,6 +318,82 @@ def test_assume_crop_masks_tight_crops_the_detector_misses(masks_data, shared_da
     refused = sum(records[f"masked_{p.name}"].status == "skipped" for p in masked)
     assert refused >= 4, "already-masked faces should mostly be refused"
     assert summary.outputs >= 1
+
+
+def test_detect_output_reuses_its_landmarks_without_searching_again(identities, tmp_path):
+    """synth-masks on `maskprep detect` crops takes each crop's recorded landmarks (no second
+    search), and the mask still covers nose and mouth but not the eyes; --landmarks-from
+    detector searches; a crop resized since detect is searched rather than trusted."""
+    from maskprep.faces import detect_tree
+
+    src = _small_tree(identities, tmp_path / "in")
+    detect_tree(src, tmp_path / "faces", workers=1, progress=False)
+    detected = {r.output: r for r in read_manifest(tmp_path / "faces") if r.status == "ok"}
+    shrunk = sorted(detected)[0]
+    crop = read_image(tmp_path / "faces" / shrunk)
+    from maskprep.images import write_image
+    small = cv2.resize(crop, (crop.shape[1] * 9 // 10, crop.shape[0] * 9 // 10))
+    write_image(tmp_path / "faces" / shrunk, small)   # no longer what detect wrote
+
+    synth_masks(tmp_path / "faces", tmp_path / "out", save_alpha=True, workers=1, progress=False)
+    records = {r.source: r for r in read_manifest(tmp_path / "out") if r.variant == "surgical_correct"}
+    assert set(records) == set(detected)
+    for rel, rec in records.items():
+        face = rec.info["faces"][0]
+        if rel == shrunk:
+            assert face["found_by"] == "detector"
+            continue
+        assert face["found_by"] == "manifest"
+        lm = np.array(detected[rel].info["landmarks_crop"], np.float32)
+        assert np.abs(np.array(face["landmarks"]) - lm).max() <= 0.06
+        alpha = read_image(tmp_path / "out" / rec.info["alpha"])[..., 0] / 255.0
+        assert _alpha_at(alpha, lm, 33) > 0.5 and _alpha_at(alpha, lm, 62) > 0.5
+        assert max(_alpha_at(alpha, lm, i) for i in EYES) < 0.05
+
+    synth_masks(tmp_path / "faces", tmp_path / "searched", landmarks_from="detector", workers=1,
+                progress=False)
+    assert {f["found_by"] for r in read_manifest(tmp_path / "searched") if r.status == "ok"
+            for f in r.info["faces"]} == {"detector"}
+
+
+def test_landmarks_from_a_detect_manifest_of_the_photos(identities, tmp_path):
+    from maskprep.faces import detect_tree
+
+    src = _small_tree(identities, tmp_path / "in")
+    detect_tree(src, tmp_path / "faces", workers=1, progress=False)
+    unlisted = sorted(p for p in src.rglob("*.*"))[0]
+    shutil.copyfile(identities / "multi" / "two_people.jpg", unlisted.parent / "later.jpg")
+    synth_masks(src, tmp_path / "out", landmarks_from=tmp_path / "faces" / "manifest.jsonl",
+                workers=1, progress=False)
+    faces_of = {}
+    for rec in read_manifest(tmp_path / "faces"):
+        if rec.status == "ok":
+            faces_of.setdefault(rec.source, []).append(rec.info["landmarks"])
+    for rec in read_manifest(tmp_path / "out"):
+        if rec.status != "ok":
+            continue
+        found_by = {f["found_by"] for f in rec.info["faces"]}
+        if rec.source.endswith("later.jpg"):
+            assert found_by == {"detector"} and len(rec.info["faces"]) == 2
+        else:
+            assert found_by == {"manifest"}
+            assert len(rec.info["faces"]) == len(faces_of[rec.source])
+    result = CliRunner().invoke(cli, ["synth-masks", str(src), str(tmp_path / "o2"),
+                                      "--landmarks-from", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "no such manifest" in result.output
+
+
+def test_no_search_pass_for_faces_too_small_to_mask(identities):
+    """A small photo is searched at upsample 1 (faces from 40 px); the upsample-2 pass could only
+    add faces under 40 px, which synth-masks would skip, so it is not run."""
+    from maskprep.faces import detect_faces
+
+    image = read_image(identities / "barack_obama" / "obama-240p.jpg")
+    full = detect_faces(image)
+    quick = detect_faces(image, min_size=40)
+    assert len(full) == len(quick) == 1
+    assert full[0].upsample == 2 and quick[0].upsample == 1
+    assert np.abs(full[0].landmarks - quick[0].landmarks).mean() < 3.0
 
 
 @pytest.mark.slow

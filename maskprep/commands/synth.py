@@ -54,6 +54,13 @@ from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS
                    "usual face box of a crop; images whose landmarks do not look like a face, or "
                    "whose cheeks and nose are not skin-coloured, are still skipped). Recorded as "
                    "assumed_crop in the manifest. Not for scene photos or mixed folders.")
+@click.option("--landmarks-from", default="auto", show_default=True, metavar="auto|detector|PATH",
+              help="Where the faces come from. auto: when IN was written by 'maskprep detect', "
+                   "each aligned crop reuses the landmarks detect fitted on the full photo (no "
+                   "second search: several times faster, and crops the detector would miss are "
+                   "masked too); other inputs are searched. detector: always search. PATH: the "
+                   "manifest (or output folder) of a 'maskprep detect' run over the photos in IN: "
+                   "each photo it lists gets its recorded faces, unlisted photos are searched.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="Quality of JPEG outputs.")
 @runner_options
@@ -61,14 +68,15 @@ from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS
 def command(input_dir: Path, output_dir: Path, types: str, wear: str, per_image: int, color: str,
             pattern: str, save_alpha: bool, preview: Path | None, preview_count: int, min_face: float,
             max_yaw: float, realism: float, max_side: int | None, assume_crop: bool,
-            jpeg_quality: int, workers: int, seed: int,
+            landmarks_from: str, jpeg_quality: int, workers: int, seed: int,
             overwrite: bool, resume: bool, quiet: bool) -> None:
     """Mask every face in the photos under IN; write a mirrored tree to OUT.
 
     \b
     One file per (photo, variant): OUT/<same folders>/<stem>__<type>_<wear>.<ext>, e.g.
       maskprep synth-masks faces/ masked/ --types all --wear mix --preview sheet.png
-    Faces are found with dlib (HOG); every face above the detector threshold gets the mask;
+    Faces are found with dlib (HOG), or taken from a 'maskprep detect' manifest (see
+    --landmarks-from); every face above the detector threshold gets the mask;
     faces too small or too turned are left as they are and recorded with the reason. The
     manifest records per output the mask type, wear mode, colour, each face's landmarks and the
     mask polygon. The same --seed gives byte-identical outputs whatever --workers is.
@@ -78,9 +86,8 @@ def command(input_dir: Path, output_dir: Path, types: str, wear: str, per_image:
     summary = run_and_report(lambda: synth_masks(
         input_dir, output_dir, types=types, wear=wear, per_image=per_image, color=color,
         pattern=pattern, save_alpha=save_alpha, min_face=min_face, max_yaw=max_yaw,
-        realism=realism, max_side=max_side,
-        assume_crop=assume_crop, seed=seed, workers=workers, overwrite=overwrite, resume=resume,
-        jpeg_quality=jpeg_quality, progress=False if quiet else None))
+        realism=realism, max_side=max_side, assume_crop=assume_crop, landmarks_from=landmarks_from,
+        seed=seed, workers=workers, overwrite=overwrite, resume=resume, jpeg_quality=jpeg_quality, progress=False if quiet else None))
     if preview is not None:
         from maskprep.masks.preview import preview_sheet
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import cv2
@@ -55,16 +56,19 @@ class FaceFound:
     box: tuple[int, int, int, int]
     score: float
     landmarks: np.ndarray
+    image_size: tuple[int, int] | None = None   # (w, h) of the image the landmarks belong to, if recorded
 
 
 # ------------------------------------------------------------------------------------------------
 # Faces
 
-def find_faces(image: np.ndarray, max_side: int | None = None) -> list[FaceFound]:
+def find_faces(image: np.ndarray, max_side: int | None = None,
+               min_face: float = DEFAULT_MIN_FACE) -> list[FaceFound]:
     """Faces with 68 landmarks from :func:`maskprep.faces.detect_faces` (dlib HOG, its defaults).
 
     ``max_side`` bounds the copy the detector searches (faster, misses smaller faces); None keeps
     the detector's default. Photos larger than an explicit ``max_side`` are searched in one pass.
+    No search pass is spent on faces smaller than ``min_face`` px (they would not be masked).
     """
     from maskprep.faces import DEFAULT_MAX_SIDE, detect_faces
 
@@ -74,7 +78,7 @@ def find_faces(image: np.ndarray, max_side: int | None = None) -> list[FaceFound
         # detector's auto mode would upsample a copy of 640 px or less twice).
         upsample = 0
     faces = detect_faces(image, max_side=DEFAULT_MAX_SIDE if max_side is None else int(max_side),
-                         upsample=upsample)
+                         upsample=upsample, min_size=min_face)
     return [FaceFound(tuple(int(v) for v in f.box), float(f.score),
                       np.asarray(f.landmarks, np.float32)) for f in faces]
 
@@ -106,6 +110,99 @@ def skin_fraction(image: np.ndarray, landmarks: np.ndarray) -> float:
         return 0.0
     cr, cb = ycc[:, 1], ycc[:, 2]
     return float(((cr >= 133) & (cr <= 178) & (cb >= 77) & (cb <= 130)).mean())
+
+
+# ------------------------------------------------------------------------------------------------
+# Faces a `maskprep detect` run already found
+
+LANDMARKS_AUTO, LANDMARKS_DETECTOR = "auto", "detector"
+_KNOWN_FACES: dict[tuple[str, int, str], dict[str, list[FaceFound]]] = {}  # per-process cache
+
+
+def landmarks_source(input_dir: str | os.PathLike, landmarks_from: str | os.PathLike) -> dict[str, str] | None:
+    """Resolve ``--landmarks-from`` into ``{"manifest": path, "by": "output" | "source"}`` or None.
+
+    ``auto``: IN's own manifest when ``maskprep detect`` wrote it (IN holds its aligned crops),
+    keyed by crop; ``detector``: None (always search); a path: a detect manifest (file or
+    folder) made from the photos in IN, keyed by photo. ValueError for a path without detect records.
+    """
+    from maskprep.manifest import MANIFEST_NAME, read_manifest
+
+    value = os.fspath(landmarks_from)
+    if value == LANDMARKS_DETECTOR:
+        return None
+    if value == LANDMARKS_AUTO:
+        path = Path(input_dir) / MANIFEST_NAME
+        if path.is_file() and any(r.stage == "detect" for r in read_manifest(path)):
+            return {"manifest": str(path.resolve()), "by": "output"}
+        return None
+    path = Path(value)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.is_file():
+        raise ValueError(f"--landmarks-from: no such manifest: {path}")
+    if not any(r.stage == "detect" and r.status == "ok" for r in read_manifest(path)):
+        raise ValueError(f"--landmarks-from: {path} has no faces recorded by maskprep detect")
+    return {"manifest": str(path.resolve()), "by": "source"}
+
+
+def faces_from_manifest(path: str | os.PathLike, by: str = "source") -> dict[str, list[FaceFound]]:
+    """The faces a ``maskprep detect`` manifest recorded, ready to mask without detecting again.
+
+    ``by="output"``: each aligned crop (path relative to detect's output folder) -> its face, in
+    crop pixels (``landmarks_crop``). ``by="source"``: each photo (path relative to detect's input
+    folder) -> all its faces in photo pixels, largest first; a photo detect found no face in maps
+    to an empty list.
+    """
+    from maskprep.manifest import latest_records, read_manifest
+
+    if by not in ("output", "source"):
+        raise ValueError(f"by must be 'output' or 'source', not {by!r}")
+    table: dict[str, list[tuple[int, FaceFound]]] = {}
+    for rec in latest_records(read_manifest(path)):
+        if rec.stage != "detect":
+            continue
+        if rec.status == "skipped" and rec.reason == "no face" and by == "source":
+            table.setdefault(rec.source, [])
+            continue
+        if rec.status != "ok" or not rec.output:
+            continue
+        lm = np.asarray(rec.info.get("landmarks_crop" if by == "output" else "landmarks", []), np.float32)
+        if lm.shape != (68, 2):
+            continue
+        if by == "output":
+            lo, hi = np.floor(lm.min(axis=0)), np.ceil(lm.max(axis=0))
+            box = (int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]))
+        else:
+            box = tuple(int(v) for v in rec.info.get("box", (0, 0, 0, 0)))
+        size = rec.info.get("crop_size" if by == "output" else "image_size")
+        face = FaceFound(box, float(rec.info.get("score", 0.0)), lm,  # type: ignore[arg-type]
+                         tuple(int(v) for v in size) if size else None)
+        key = rec.output if by == "output" else rec.source
+        table.setdefault(key, []).append((int(rec.info.get("face_index", 0)), face))
+    return {k: [f for _, f in sorted(v, key=lambda kv: kv[0])] for k, v in table.items()}
+
+
+def known_faces(source: dict[str, str], rel: str, image_shape: tuple[int, ...]) -> list[FaceFound] | None:
+    """The recorded faces of one input file, or None when the manifest does not cover it (or its
+    landmarks do not fit this image, e.g. a crop resized since): then the detector searches."""
+    path = source["manifest"]
+    key = (path, os.stat(path).st_mtime_ns, source["by"])
+    if key not in _KNOWN_FACES:
+        _KNOWN_FACES.clear()
+        _KNOWN_FACES[key] = faces_from_manifest(path, source["by"])
+    faces = _KNOWN_FACES[key].get(rel)
+    if faces is None:
+        return None
+    h, w = image_shape[:2]
+    for f in faces:
+        if f.image_size is not None and f.image_size != (w, h):
+            return None
+        # no size recorded (an older manifest): a face may reach past the border, but not far
+        lo, hi = f.landmarks.min(axis=0), f.landmarks.max(axis=0)
+        if lo[0] < -0.5 * w or lo[1] < -0.5 * h or hi[0] > 1.5 * w or hi[1] > 1.5 * h:
+            return None
+    return faces
 
 
 # ------------------------------------------------------------------------------------------------
@@ -189,7 +286,7 @@ def mask_faces(image: np.ndarray, faces: Sequence[np.ndarray], mask_type: str = 
     ``pattern`` is one of :data:`PATTERNS` or "random".
     """
     rng = rng if rng is not None else np.random.default_rng(0)
-    out = image
+    out = image.copy()   # one copy per output; each face's mask is composited into it in place
     coverage = np.zeros(image.shape[:2], np.float32)
     details = []
     for lm in faces:
@@ -201,14 +298,12 @@ def mask_faces(image: np.ndarray, faces: Sequence[np.ndarray], mask_type: str = 
             rgb = tuple(int(c) for c in load_template(mask_type).base_color)
         layer, grid = render_mask(out, lm, mask_type, wear, rgb, pat, rng, jitter, realism)
         if layer.alpha.size:
-            out = composite_layer(out, layer)
+            composite_layer(out, layer, in_place=True)
             h, w = layer.alpha.shape
             region = coverage[layer.y0:layer.y0 + h, layer.x0:layer.x0 + w]
             np.maximum(region, layer.alpha, out=region)
         details.append({"color": color_name, "pattern": pat,
                         "polygon": np.round(grid_outline(grid), 1).tolist()})
-    if out is image:
-        out = image.copy()
     return out, coverage, details
 
 
@@ -267,7 +362,12 @@ def process(job: Job) -> list[Produced]:
     """Stage function: every detected face of one photo masked, one output per variant."""
     p = job.params
     image = read_image(job.source)
-    faces = find_faces(image, p.get("max_side"))
+    faces = None
+    if p.get("landmarks_from"):
+        faces = known_faces(p["landmarks_from"], job.rel, image.shape)
+    found_by = "detector" if faces is None else "manifest"
+    if faces is None:
+        faces = find_faces(image, p.get("max_side"), p.get("min_face", DEFAULT_MIN_FACE))
     assumed = False
     if not faces and p.get("assume_crop"):
         crop = crop_face(image)
@@ -279,6 +379,7 @@ def process(job: Job) -> list[Produced]:
         reason = check_face(f.landmarks, min_face=p.get("min_face", DEFAULT_MIN_FACE),
                             max_yaw=p.get("max_yaw", DEFAULT_MAX_YAW))
         entry = {"box": list(f.box), "score": None if assumed else round(f.score, 3),
+                 "found_by": "assumed crop" if assumed else found_by,
                  **({"assumed_crop": True} if assumed else {}),
                  "landmarks": np.round(f.landmarks, 1).tolist(), **face_info(f.landmarks)}
         (skipped if reason else good).append((f, entry, reason))
@@ -321,13 +422,16 @@ def synth_masks(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 per_image: int = 1, color: str = "natural", pattern: str = "none",
                 save_alpha: bool = False, min_face: float = DEFAULT_MIN_FACE,
                 max_yaw: float = DEFAULT_MAX_YAW, realism: float = 1.0,
-                max_side: int | None = None, assume_crop: bool = False, seed: int = 0,
+                max_side: int | None = None, assume_crop: bool = False,
+                landmarks_from: str | os.PathLike = LANDMARKS_AUTO, seed: int = 0,
                 workers: int | None = None, overwrite: bool = False, resume: bool = False,
                 jpeg_quality: int = 95, progress: bool | None = None) -> Summary:
     """Mask every face of every photo under ``input_dir`` into ``output_dir`` (a mirrored tree).
 
-    Same defaults as ``maskprep synth-masks``. Raises ValueError for a bad option value and
-    :class:`maskprep.runner.RunError` for bad folders.
+    Same defaults as ``maskprep synth-masks``. ``landmarks_from``: ``"auto"`` (a folder written by
+    ``maskprep detect`` reuses the landmarks it recorded for each crop), ``"detector"`` (always
+    search) or the path of a detect manifest made from the photos in ``input_dir``. Raises
+    ValueError for a bad option value and :class:`maskprep.runner.RunError` for bad folders.
     """
     type_list = parse_types(types if isinstance(types, str) else ",".join(types))
     wear_list = parse_wears(wear if isinstance(wear, str) else ",".join(wear))
@@ -339,6 +443,7 @@ def synth_masks(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     params = {"types": type_list, "wears": wear_list, "per_image": int(per_image), "color": color,
               "pattern": pattern, "save_alpha": bool(save_alpha), "min_face": float(min_face),
               "max_yaw": float(max_yaw), "realism": float(realism), "max_side": max_side,
-              "assume_crop": bool(assume_crop)}
+              "assume_crop": bool(assume_crop),
+              "landmarks_from": landmarks_source(input_dir, landmarks_from)}
     return run_stage(STAGE, input_dir, output_dir, process, params=params, seed=seed, workers=workers,
                      overwrite=overwrite, resume=resume, jpeg_quality=jpeg_quality, progress=progress)
