@@ -35,7 +35,7 @@ import numpy as np
 from maskprep.images import ImageReadError, decode_image, list_images
 from maskprep.layout import SPLITS, split_name, split_of
 from maskprep.manifest import variant_path
-from maskprep.runner import Job, Produced, Summary, derive_seed, output_rel, run_stage
+from maskprep.runner import Job, Produced, Summary, derive_seed, output_rel, relative_to_root, run_stage
 
 STAGE = "augment"
 REFERENCE_SIDE = 224        # blur strength is defined at the classifier's input size (see draw_blur)
@@ -451,7 +451,7 @@ def augment_tree(
 
     in_root = Path(input_dir)
     files = list_images(in_root) if in_root.is_dir() else []
-    rels = [p.relative_to(in_root.resolve()).as_posix() for p in files]
+    rels = [relative_to_root(p, in_root.resolve()) for p in files]
     # IN itself may be a split folder (``maskprep augment data/test out/``): its name counts too.
     root_split = split_name(in_root.resolve().name) if in_root.is_dir() else None
     counts = Counter(root_split or split_of(r) or "" for r in rels)

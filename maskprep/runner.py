@@ -277,7 +277,7 @@ def run_stage(
     done = _completed_sources(out_root) if resume else set()
     jobs = []
     for path in sources:
-        rel = _relative_to_root(path, in_root)
+        rel = relative_to_root(path, in_root)
         if rel in done:
             continue
         jobs.append(Job(source=path, rel=rel, origin=upstream.get(rel, rel),
@@ -336,7 +336,7 @@ def run_stage(
     return summary
 
 
-def _relative_to_root(path: Path, root: Path) -> str:
+def relative_to_root(path: Path, root: Path) -> str:
     """``path`` relative to ``root`` without resolving the file itself: a symlinked file inside the
     tree keeps its place in the tree even when it points outside."""
     try:
