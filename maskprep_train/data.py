@@ -283,7 +283,7 @@ class ImageDataset:
     number of loader workers or processes. Call :meth:`set_epoch` before each epoch.
     """
 
-    def __init__(self, samples: Sequence[Sample], img_size: int, augment: str = "none", seed: int = 0):
+    def __init__(self, samples: Sequence[Sample], img_size: int, augment: str = "none", seed: int = 0) -> None:
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, not {augment!r}")
         self.samples = list(samples)
@@ -293,6 +293,7 @@ class ImageDataset:
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch``'s augmentation draws (a fresh, seeded set each epoch)."""
         self.epoch = epoch
 
     def __len__(self) -> int:

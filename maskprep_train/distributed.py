@@ -21,6 +21,7 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
+        """True under torchrun with more than one process."""
         return self.world_size > 1
 
     @property
@@ -73,12 +74,14 @@ def broadcast(obj: Any, info: DistInfo) -> Any:
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait until every rank gets here (no-op for one process)."""
     if info.enabled:
         import torch.distributed as dist
         dist.barrier()
 
 
 def cleanup(info: DistInfo) -> None:
+    """Leave the process group, if this process joined one."""
     if info.enabled:
         import torch.distributed as dist
         if dist.is_initialized():

@@ -59,6 +59,7 @@ class DeviceConfig:
 
     @property
     def is_cuda(self) -> bool:
+        """True for a CUDA device."""
         return self.device.startswith("cuda")
 
 
@@ -141,6 +142,7 @@ class TrainConfig:
                 raise ValueError(message)
 
     def to_json(self) -> dict[str, Any]:
+        """The options as a JSON-ready dict (without the log callback), for metrics.json."""
         d = asdict(self)
         d.pop("log", None)
         return d
