@@ -292,6 +292,22 @@ def test_cli_defaults_match_augment_settings() -> None:
     assert command.DEFAULT_HUE == defaults.hue
 
 
+def test_cli_rotate_sets_the_variant_and_its_range(dataset: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    train = dataset / "train" / "without_mask"
+    out = tmp_path / "rot"
+    result = runner.invoke(cli, ["augment", str(train), str(out), "--rotate", "7", "-q", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["params"]["settings"]["rotate"] == 7.0
+    angles = [r.params["rotate"]["angle"] for r in read_manifest(out) if r.variant == "rotate"]
+    assert angles and all(abs(a) <= 7 for a in angles)
+    plain = tmp_path / "flip"
+    result = runner.invoke(cli, ["augment", str(train), str(plain), "--flip", "-q", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    params = json.loads((plain / "run.json").read_text())["params"]
+    assert params["variants"] == ["flip"] and params["settings"]["rotate"] == AugmentSettings().rotate
+
+
 def test_variant_name_clashing_with_an_input_is_refused(dataset: Path, tmp_path: Path) -> None:
     tree = tmp_path / "in" / "cls"
     tree.mkdir(parents=True)

@@ -73,8 +73,9 @@ def command(input_dir: Path, output_dir: Path, flip: bool, blur: bool, color_jit
     """
     from maskprep.augment import AugmentSettings, augment_tree
 
+    # --rotate goes to augment_tree alone: it both turns the variant on and sets settings.rotate.
     settings = AugmentSettings(blur_sigma=tuple(blur_sigma), brightness=brightness, contrast=contrast,
-                               saturation=saturation, hue=hue, rotate=rotate or AugmentSettings.rotate)
+                               saturation=saturation, hue=hue)
     result = None
 
     def run():
