@@ -63,16 +63,6 @@ def gather(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
-def broadcast(obj: Any, info: DistInfo) -> Any:
-    """Rank 0's ``obj`` on every rank (so all ranks take the same decision, e.g. early stopping)."""
-    if not info.enabled:
-        return obj
-    import torch.distributed as dist
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier(info: DistInfo) -> None:
     """Wait until every rank gets here (no-op for one process)."""
     if info.enabled:

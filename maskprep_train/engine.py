@@ -198,7 +198,7 @@ def _unwrap(model: Any) -> Any:
     return getattr(model, "module", model)
 
 
-def _gather_predictions(parts: list[tuple[list[int], np.ndarray, np.ndarray]], n: int,
+def _gather_predictions(parts: list[tuple[list[int], np.ndarray, np.ndarray]],
                         n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge per-rank ``(indices, labels, probs)`` back into dataset order; returns (index, y, probs)."""
     idx = np.concatenate([np.asarray(p[0], np.int64) for p in parts]) if parts else np.zeros(0, np.int64)
@@ -238,7 +238,7 @@ def _sharded_outputs(model: Any, samples: Sequence[Sample], img_size: int, dev: 
             idx.append(i.numpy())
     local = (np.concatenate(idx).tolist() if idx else [], np.concatenate(ys) if ys else np.zeros(0),
              np.concatenate(outs) if outs else np.zeros((0, width), np.float32))
-    return _gather_predictions(D.gather(local, info), len(ds), width)
+    return _gather_predictions(D.gather(local, info), width)
 
 
 def predict_samples(model: Any, samples: Sequence[Sample], img_size: int, dev: DeviceConfig,
