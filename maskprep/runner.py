@@ -35,6 +35,7 @@ from maskprep.manifest import (
     Record,
     origin_map,
     read_manifest,
+    variant_path,
 )
 
 
@@ -171,7 +172,7 @@ def _init_worker(process: Callable, out_root: Path, stage: str, jpeg_quality: in
         cv2.setNumThreads(1)  # one image per core; OpenCV's own threads would fight the pool
     except ImportError:  # pragma: no cover
         pass
-    _WORKER.update(process=process, out_root=out_root, stage=stage, jpeg_quality=jpeg_quality)
+    _init_worker_in_process(process, out_root, stage, jpeg_quality)
 
 
 def _run_one(job: Job) -> list[Record]:
@@ -366,5 +367,4 @@ def _write_run_info(out_root: Path, stage: str, input_dir: Path, params: Mapping
 
 def output_rel(job: Job, variant: str = "", ext: str | None = None) -> str:
     """The output path (relative to the output root) of one variant of a job's input file."""
-    from maskprep.manifest import variant_path
     return variant_path(PurePosixPath(job.rel), variant, ext)
