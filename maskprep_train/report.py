@@ -70,7 +70,8 @@ def gap_verdict(final: dict[str, dict[str, Any]], data_hint: str = "DATA",
         else:
             lines.append(f"ok: {head}; val predicts test within {max(GAP_WARN, noise):.2f}.")
     elif "val" in f:
-        lines.append("note: no test set. Val chose the best epoch, so its numbers are optimistic; pass "
+        what = "no test image could be read" if "test" in n else "no test set"
+        lines.append(f"note: {what}. Val chose the best epoch, so its numbers are optimistic; pass "
                      "--test DIR with photos from another source to measure generalisation.")
     for pair, count in (shared or {}).items():
         if count:

@@ -453,7 +453,9 @@ def test_a_split_without_one_readable_image_reports_n_a_instead_of_crashing(trai
     out = tmp_path / "report"
     out.mkdir()
     write_report(out, result, lambda s: None)
-    assert "test  n=    0  acc n/a  macro-F1 n/a" in (out / "verdict.txt").read_text()
+    text = (out / "verdict.txt").read_text()
+    assert "test  n=    0  acc n/a  macro-F1 n/a" in text
+    assert "no test image could be read" in text and "no test set" not in text
 
 
 def test_group_aware_split_never_moves_a_whole_class_into_val(chandrika, tmp_path):
