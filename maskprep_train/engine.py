@@ -29,6 +29,7 @@ from maskprep_train.data import (
     shared_groups,
 )
 from maskprep_train.metrics import summarize
+from maskprep_train.report import fmt_metric
 from maskprep_train.model import (
     ARCHS,
     FREEZE_MODES,
@@ -464,8 +465,9 @@ def _early_stop_loop(cfg: TrainConfig, model: Any, opt: Any, sched: Any, info: D
                 on_best(epoch, val_m)
         else:
             since += 1
-        say(f"epoch {epoch:3d}  loss {train_m['loss']:.4f}  val loss {val_m.get('loss') or float('nan'):.4f}"
-            f"  val acc {val_m.get('accuracy') or 0:.3f}  val F1 {val_m.get('macro_f1') or 0:.3f}"
+        say(f"epoch {epoch:3d}  loss {fmt_metric(train_m.get('loss'), 4)}"
+            f"  val loss {fmt_metric(val_m.get('loss'), 4)}"
+            f"  val acc {fmt_metric(val_m.get('accuracy'))}  val F1 {fmt_metric(val_m.get('macro_f1'))}"
             f"  ({time.perf_counter() - t:.1f}s){mark}")
         if sched is not None:
             if cfg.schedule == "plateau":

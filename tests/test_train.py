@@ -508,3 +508,18 @@ def test_a_file_the_os_refuses_to_read_is_skipped_not_a_crash(trained_run, small
     assert m["unreadable"] == 1 and m["n"] == 15
     out = predict(trained_run / "best.pt", [denied, sorted((test / "without_mask").iterdir())[0]])
     assert out[0]["error"] == "unreadable" and out[1]["class"] in ("with_mask", "without_mask")
+
+
+def test_epoch_log_says_n_a_when_no_val_image_can_be_read(chandrika, tmp_path):
+    """An undefined val accuracy/F1 is logged as n/a, not as a misleading 0.000."""
+    from maskprep_train.engine import TrainConfig, fit
+    _link_subset(chandrika, tmp_path / "train",
+                 {c: _names(chandrika / c, 0, 3) for c in ("with_mask", "without_mask")})
+    for c in ("with_mask", "without_mask"):
+        (tmp_path / "val" / c).mkdir(parents=True)
+        (tmp_path / "val" / c / "broken.jpg").write_bytes(b"not an image")
+    lines: list[str] = []
+    fit(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), weights="none", arch="resnet18",
+                    freeze="head", augment="none", img_size=32, epochs=1, batch_size=4, log=lines.append))
+    epoch = next(line for line in lines if line.startswith("epoch"))
+    assert "val loss n/a  val acc n/a  val F1 n/a" in epoch, epoch
