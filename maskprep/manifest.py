@@ -107,13 +107,34 @@ def read_manifest(path: str | os.PathLike) -> list[Record]:
     return records
 
 
-def latest_records(records: Iterable[Record]) -> list[Record]:
-    """Keep the last record per (source, output): a resumed or re-run manifest may repeat inputs."""
-    by_key: dict[tuple[str, str | None], Record] = {}
+def latest_attempts(records: Iterable[Record]) -> dict[str, list[Record]]:
+    """``{source: the records of its latest attempt}``: a resumed or re-run manifest may repeat inputs.
+
+    The runner writes all records of one attempt at an input in one go, so an attempt is a run of
+    consecutive records of one source. Two attempts can still be adjacent (the last input of a run
+    and the first of its ``--resume``); a new attempt is taken to start at a ``failed`` record and
+    right after one (a failure is recorded alone), and at an output the attempt already wrote (an
+    attempt writes each output once). Sources are in the order of their latest attempts.
+    """
+    latest: dict[str, list[Record]] = {}
+    previous: Record | None = None
+    outputs: set[str] = set()
     for rec in records:
-        by_key.pop((rec.source, rec.output), None)
-        by_key[(rec.source, rec.output)] = rec
-    return list(by_key.values())
+        if (previous is None or rec.source != previous.source or "failed" in (rec.status, previous.status)
+                or rec.output in outputs):
+            latest.pop(rec.source, None)
+            latest[rec.source] = []
+            outputs = set()
+        latest[rec.source].append(rec)
+        if rec.output is not None:
+            outputs.add(rec.output)
+        previous = rec
+    return latest
+
+
+def latest_records(records: Iterable[Record]) -> list[Record]:
+    """The records of each source's latest attempt (see :func:`latest_attempts`), in manifest order."""
+    return [rec for attempt in latest_attempts(records).values() for rec in attempt]
 
 
 def origin_map(root: str | os.PathLike) -> dict[str, str]:

@@ -33,6 +33,7 @@ from maskprep.manifest import (
     RUN_INFO_NAME,
     ManifestWriter,
     Record,
+    latest_attempts,
     origin_map,
     read_manifest,
     variant_path,
@@ -217,17 +218,9 @@ def process_pool(processes: int, initializer: Callable | None = None, initargs: 
 
 
 def _completed_sources(out_root: Path) -> set[str]:
-    """Inputs whose latest records are all ok (with the file present) or skipped: nothing left to do.
-
-    A source's records are written in one call, so its latest attempt is its last contiguous block.
-    """
-    latest: dict[str, list[Record]] = {}
-    previous = None
-    for rec in read_manifest(out_root / MANIFEST_NAME):
-        if rec.source != previous:
-            latest[rec.source] = []
-            previous = rec.source
-        latest[rec.source].append(rec)
+    """Inputs whose latest attempt's records are all ok (with the file present) or skipped: nothing
+    left to do."""
+    latest = latest_attempts(read_manifest(out_root / MANIFEST_NAME))
 
     def finished(rec: Record) -> bool:
         if rec.status == "skipped":

@@ -19,6 +19,7 @@ from maskprep.images import read_image
 from maskprep.manifest import (
     Record,
     group_key,
+    latest_attempts,
     latest_records,
     read_manifest,
     split_variant,
@@ -194,6 +195,45 @@ def test_manifest_helpers() -> None:
         Record(stage="s", source="a", status="done")
     line = Record(stage="s", source="a", status="ok", output="b", info={"arr": np.arange(3)}).to_json()
     assert json.loads(line)["info"]["arr"] == [0, 1, 2]
+
+
+def test_latest_attempt_per_source() -> None:
+    def rec(source: str, status: str = "ok", output: str | None = None) -> Record:
+        return Record(stage="s", source=source, status=status, output=output)
+
+    # An attempt is a run of one source's records; a later attempt replaces it whole, so an output
+    # the last attempt did not write again is no longer reported.
+    s1, s2, t, s3 = rec("s", output="s1"), rec("s", output="s2"), rec("t", output="t1"), rec("s", output="s1")
+    assert latest_attempts([s1, s2, t, s3]) == {"t": [t], "s": [s3]}
+    assert latest_records([s1, s2, t, s3]) == [t, s3]
+    # Per-face skips belong to the attempt they follow.
+    face = rec("s", "skipped")
+    assert latest_records([s1, face, face]) == [s1, face, face]
+    # Adjacent attempts (the last input of a run, the first of its --resume): an output written
+    # again, or a failure (always recorded alone), starts a new attempt.
+    again = rec("s", output="s1")
+    assert latest_records([s1, s2, again]) == [again]
+    failed = rec("s", "failed")
+    assert latest_records([failed, s1]) == [s1]
+    assert latest_records([s1, s2, failed]) == [failed]
+
+
+def test_resume_takes_a_success_right_after_a_failure_as_done(tmp_path: Path) -> None:
+    """The last input of a run failed and the resume's first attempt at it worked: nothing to redo
+    (the records used to be read as one attempt, and the input was redone on every resume)."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    Image.fromarray(np.full((16, 16, 3), 100, np.uint8)).save(data / "x.png")
+    run_stage("noisy", data, out, noisy_copy, workers=1, progress=False)
+    manifest = out / "manifest.jsonl"
+    failed = Record(stage="noisy", source="x.png", status="failed", reason="error: OSError")
+    manifest.write_text(failed.to_json() + "\n" + manifest.read_text())
+    summary = run_stage("noisy", data, out, noisy_copy, workers=1, resume=True, progress=False)
+    assert summary.resumed == 1 and summary.outputs == 0
+    # A failure after the success is the latest attempt: the input is redone.
+    manifest.write_text(manifest.read_text() + failed.to_json() + "\n")
+    summary = run_stage("noisy", data, out, noisy_copy, workers=1, resume=True, progress=False)
+    assert summary.resumed == 0 and summary.outputs == 1
 
 
 def test_manifest_reader_survives_a_cut_last_line(tmp_path: Path) -> None:
