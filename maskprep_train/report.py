@@ -135,7 +135,8 @@ def plot_roc(roc_inputs: dict[str, tuple[np.ndarray, np.ndarray]], classes: list
         ax.set_title(f"ROC ({split}, one-vs-rest)")
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
-        ax.legend(loc="lower right")
+        if ax.get_legend_handles_labels()[0]:  # no curve when the split has no readable image or one class
+            ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
