@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Iterable
 
@@ -42,7 +42,10 @@ class Record:
             self.origin = self.source
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=False, default=_jsonable)
+        # A shallow dict: asdict() deep-copies every nested list (68 landmarks per face, per
+        # record) only for json to walk them again, which made the manifest the parent's bottleneck.
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return json.dumps(fields, ensure_ascii=False, sort_keys=False, default=_jsonable)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Record":
