@@ -106,8 +106,11 @@ def _pattern(kind: str, shape: tuple[int, int], color: np.ndarray, scale: float,
         return np.where(band[..., None], color, light)
     if kind == "dots":
         period = 18.0 * scale
-        gx = (xs / period + phase) % 1.0 - 0.5
-        gy = (ys / period + ((xs // period) % 2) * 0.5) % 1.0 - 0.5
+        cx = xs / period + phase
+        gx = cx % 1.0 - 0.5
+        # every other column of dots is staggered by half a period: the column is the one the dot
+        # centre is in (with its phase), or a phase cuts dots in two halves shifted apart
+        gy = (ys / period + (np.floor(cx) % 2) * 0.5) % 1.0 - 0.5
         dot = gx ** 2 + gy ** 2 < 0.06
         return np.where(dot[..., None], light, color)
     if kind == "check":
