@@ -412,3 +412,25 @@ def test_per_split_manifests_do_not_join_same_named_photos(identities, tmp_path)
     report = audit(data, workers=1, progress=False)
     assert report.dataset.origins["test/faces/a__flip.jpg"] == "test/faces/a.jpg"
     assert report.leakage == []  # neither by manifest, nor by name (each split has its own a.jpg)
+
+
+# ---------------------------------------------------------------------------------------------- odd input
+
+def test_reports_are_written_for_file_names_that_are_not_utf8(identities, tmp_path):
+    """A Linux file name with a byte that is not UTF-8 must not stop the JSON and HTML reports."""
+    import os
+    data = tmp_path / "data"
+    _copy(identities / "joe_biden" / "biden.jpg", data / "train" / "c" / "a.jpg")
+    (data / "test" / "c").mkdir(parents=True)
+    odd = os.path.join(os.fsencode(data / "test" / "c"), b"b\xff.jpg")
+    try:
+        shutil.copyfile(identities / "joe_biden" / "biden.jpg", odd)
+    except OSError:
+        pytest.skip("this file system refuses file names that are not UTF-8")
+    report = audit(data, workers=1, progress=False)
+    odd_rel = "test/c/" + os.fsdecode(b"b\xff.jpg")
+    assert {odd_rel, "train/c/a.jpg"} in [set(f["files"]) for f in report.leakage]
+    doc = json.loads(write_json(report, tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert odd_rel in doc["leakage"][0]["files"]  # the escape reads back as the same name
+    page = write_html(report, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "b\\udcff.jpg" in page

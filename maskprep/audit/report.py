@@ -93,7 +93,14 @@ def summary_lines(report: "AuditReport", max_listed: int = 10) -> list[str]:
 def write_json(report: "AuditReport", path: str | os.PathLike) -> Path:
     """Write the full findings as JSON (atomic); the schema is in docs/audit.md."""
     text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=_plain)
-    return write_bytes_atomic(path, text.encode("utf-8"))
+    return write_bytes_atomic(path, _utf8(text))
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 bytes of a report. A file name that is not valid UTF-8 reaches Python with surrogate
+    escapes (``b"\\xff"`` -> ``"\\udcff"``), which strict UTF-8 refuses; they are written as the escape
+    text ``\\udcff``, which JSON reads back as the same string (and a browser shows as is)."""
+    return text.encode("utf-8", errors="backslashreplace")
 
 
 def _plain(value: Any) -> Any:
@@ -244,4 +251,4 @@ def render_html(report: "AuditReport") -> str:
 
 def write_html(report: "AuditReport", path: str | os.PathLike) -> Path:
     """Write the self-contained HTML report (atomic)."""
-    return write_bytes_atomic(path, render_html(report).encode("utf-8"))
+    return write_bytes_atomic(path, _utf8(render_html(report)))
