@@ -434,3 +434,16 @@ def test_reports_are_written_for_file_names_that_are_not_utf8(identities, tmp_pa
     assert odd_rel in doc["leakage"][0]["files"]  # the escape reads back as the same name
     page = write_html(report, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "b\\udcff.jpg" in page
+
+
+def test_manifest_records_without_an_origin_are_ignored(identities, tmp_path):
+    """A hand-written manifest line with an empty source (so no origin) must not stop the audit."""
+    data = tmp_path / "data"
+    _copy(identities / "joe_biden" / "biden.jpg", data / "train" / "c" / "a.jpg")
+    _copy(identities / "rose_leslie" / "img1.jpg", data / "test" / "c" / "b.jpg")
+    (data / "manifest.jsonl").write_text(
+        '{"stage": "x", "source": "", "status": "ok", "output": "test/c/b.jpg"}\n'
+        '{"stage": "x", "source": ".", "status": "ok", "output": "train/c/a.jpg"}\n', encoding="utf-8")
+    report = audit(data, workers=1, progress=False)
+    assert report.dataset.manifests == ["manifest.jsonl"] and report.dataset.origins == {}
+    assert report.leakage == []

@@ -116,6 +116,10 @@ def read_origins(root: Path) -> tuple[dict[str, str], list[str]]:
         base = path.parent.relative_to(root).as_posix()
         found.append(path.relative_to(root).as_posix())
         for rec in read_manifest(path):
+            # A record must name an output and a photo it came from; one without (hand-written or from
+            # another tool) says nothing about sources, and an empty origin has no name to group by.
+            if not (isinstance(rec.origin, str) and PurePosixPath(rec.origin).name):
+                continue
             if rec.status == "ok" and rec.output:
                 if base in ("", "."):
                     origins[rec.output] = rec.origin
