@@ -447,3 +447,15 @@ def test_manifest_records_without_an_origin_are_ignored(identities, tmp_path):
     report = audit(data, workers=1, progress=False)
     assert report.dataset.manifests == ["manifest.jsonl"] and report.dataset.origins == {}
     assert report.leakage == []
+
+
+def test_summary_names_the_drift_of_files_without_a_class_folder(identities, tmp_path):
+    """Images put straight into a split folder have no class; the drift line must still name them."""
+    from maskprep.audit import summary_lines
+    data = tmp_path / "data"
+    _copy(identities / "joe_biden" / "biden.jpg", data / "train" / "c" / "a.jpg")
+    _copy(identities / "rose_leslie" / "img1.jpg", data / "train" / "b.jpg")
+    _copy(identities / "tom_cruise" / "Tom_Cruise_avp_2014_4.jpg", data / "test" / "c" / "t.jpg")
+    report = audit(data, workers=1, progress=False)
+    drift = next(line for line in summary_lines(report) if "share drift" in line)
+    assert "(no class) 50 pts" in drift and ":  " not in drift, drift

@@ -58,7 +58,7 @@ def summary_lines(report: "AuditReport", max_listed: int = 10) -> list[str]:
     lines.append(f"  class weights ({b['class_weights_from']}): {weights}")
     if b["drifted"]:
         lines.append("  share drift between splits: " + ", ".join(
-            f"{x['class']} {x['drift'] * 100:.0f} pts" for x in b["drifted"]))
+            f"{_cls(x['class'])} {x['drift'] * 100:.0f} pts" for x in b["drifted"]))
     f = d["files"]
     reasons = Counter(x["reason"] for x in f["unreadable"])
     why = f" ({', '.join(f'{n} {r}' for r, n in reasons.most_common())})" if reasons else ""
