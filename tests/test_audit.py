@@ -459,3 +459,13 @@ def test_summary_names_the_drift_of_files_without_a_class_folder(identities, tmp
     report = audit(data, workers=1, progress=False)
     drift = next(line for line in summary_lines(report) if "share drift" in line)
     assert "(no class) 50 pts" in drift and ":  " not in drift, drift
+
+
+def test_cli_on_a_folder_without_images_names_every_extension_it_reads(identities, tmp_path):
+    from maskprep.images import IMAGE_EXTENSIONS
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    _copy(identities / "identities.csv", tmp_path / "empty" / "sub" / "identities.csv")  # not an image
+    result = CliRunner().invoke(cli, ["audit", str(tmp_path / "empty"), "-q"])
+    assert result.exit_code == 2 and "no images found" in result.output
+    listed = set(result.output.split("looked for ")[1].split(")")[0].split())
+    assert listed == set(IMAGE_EXTENSIONS)

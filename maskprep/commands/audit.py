@@ -11,6 +11,7 @@ from maskprep.audit.duplicates import DEFAULT_NEAR_THRESHOLD
 from maskprep.audit.files import DEFAULT_MAX_ASPECT, DEFAULT_MIN_SIDE
 from maskprep.audit.manager import FAIL_CONDITIONS
 from maskprep.cli import InputError, friendly_errors
+from maskprep.images import IMAGE_EXTENSIONS
 from maskprep.runner import default_workers
 
 
@@ -86,7 +87,7 @@ def command(data: Path, json_path: Path | None, html_path: Path | None, fail_on:
                    progress=False if quiet else None, min_side=min_side, max_aspect=max_aspect,
                    max_imbalance=max_imbalance)
     if not report.dataset.entries:
-        raise InputError(f"{data}: no images found (looked for .jpg .jpeg .png .webp .bmp .tif)")
+        raise InputError(f"{data}: no images found (looked for {' '.join(sorted(IMAGE_EXTENSIONS))})")
     for line in summary_lines(report):
         click.echo(line)
     if json_path is not None:
