@@ -2,10 +2,16 @@
 bundled templates: printed patterns, degenerate landmarks, the preview sheet's edge cases."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
+from maskprep.images import read_image
+from maskprep.masks.preview import TILE, preview_sheet
+from maskprep.masks.synth import synth_masks
 from maskprep.masks.templates import _pattern
 
 
@@ -26,3 +32,44 @@ def test_dots_are_whole_discs_whatever_the_phase(seed):
     areas = _inner_components(flat[..., 0] > 128)
     assert len(areas) > 50
     assert max(areas) <= 1.25 * min(areas), sorted(set(areas))
+
+
+@pytest.fixture(scope="module")
+def masked_tree(identities: Path, tmp_path_factory) -> tuple[Path, Path]:
+    """Two real photos (one with a non-ASCII name) masked twice each: (input folder, output folder)."""
+    root = tmp_path_factory.mktemp("preview")
+    src = root / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copyfile(identities / "barack_obama" / "obama_small.jpg", src / "sub" / "Obamá 日本.jpg")
+    shutil.copyfile(identities / "joe_biden" / "biden.jpg", src / "biden.jpg")
+    summary = synth_masks(src, root / "out", types="surgical,kf94", workers=1, progress=False)
+    assert summary.outputs == 4
+    return src, root / "out"
+
+
+def _sheet_rows(path: Path) -> int:
+    return read_image(path).shape[0] // (TILE + 4)
+
+
+def test_preview_counts_the_photos_it_shows_when_an_original_is_gone(masked_tree, tmp_path):
+    """A source moved away after the run: its masked versions are still shown, and the count the
+    command prints is the number of rows on the sheet."""
+    src, out = masked_tree
+    moved = tmp_path / "in"
+    shutil.copytree(src, moved)
+    (moved / "biden.jpg").unlink()
+    count = preview_sheet(moved, out, tmp_path / "sheet.png")
+    assert count == _sheet_rows(tmp_path / "sheet.png") == 2
+    sheet = read_image(tmp_path / "sheet.png")
+    assert sheet.shape[1] == 3 * (TILE + 4)
+    assert preview_sheet(moved, out, tmp_path / "one.png", limit=1) == _sheet_rows(tmp_path / "one.png") == 1
+
+
+def test_preview_leaves_out_a_photo_none_of_whose_files_can_be_read(masked_tree, tmp_path):
+    src, out = masked_tree
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    count = preview_sheet(empty, tmp_path / "no-such-output", tmp_path / "blank.png")
+    assert count == 0 and read_image(tmp_path / "blank.png").shape[:2] == (TILE, TILE)
+    # outputs and originals all gone: nothing to show, and the count says so
+    assert preview_sheet(empty, out, tmp_path / "gone.png", per_row=0) == 0

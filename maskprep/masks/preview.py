@@ -39,37 +39,43 @@ def _tile(image: np.ndarray, box: tuple[float, float, float, float] | None) -> n
 def preview_sheet(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                   sheet_path: str | os.PathLike, limit: int = 12, per_row: int = 4) -> int:
     """Write a PNG: one row per photo, the original then up to ``per_row`` masked versions, zoomed
-    on the faces. Returns how many photos it shows."""
+    on the faces. A photo whose original is gone gets a grey tile in its place; one none of whose
+    files can be read is left out. Returns how many photos it shows (at most ``limit``)."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     rows: "OrderedDict[str, list]" = OrderedDict()
     for rec in read_manifest(output_dir):
         if rec.status != "ok" or not rec.output or rec.variant.endswith(".alpha"):
             continue
-        if rec.source not in rows and len(rows) >= limit:
-            continue
         rows.setdefault(rec.source, []).append(rec)
-    columns = 1 + min(per_row, max((len(r) for r in rows.values()), default=1))
-    lines = []
+    shown: list[list[np.ndarray]] = []
     for source, recs in rows.items():
-        try:
-            original = read_image(input_dir / source)
-        except ImageReadError:
-            continue
+        if len(shown) >= limit:
+            break
         boxes = [f["box"] for f in recs[0].info.get("faces", []) if "box" in f]
         box = None
         if boxes:
             b = np.asarray(boxes, float)
             box = (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
-        tiles = [_tile(original, box)]
+        tiles = []
         for rec in recs[:per_row]:
             try:
                 tiles.append(_tile(read_image(output_dir / rec.output), box))
             except ImageReadError:
                 continue
-        tiles += [np.full((TILE, TILE, 3), 255, np.uint8)] * (columns - len(tiles))
+        try:
+            original = _tile(read_image(input_dir / source), box)
+        except ImageReadError:
+            if not tiles:
+                continue
+            original = np.full((TILE, TILE, 3), 200, np.uint8)
+        shown.append([original, *tiles])
+    columns = max((len(tiles) for tiles in shown), default=1)
+    lines = []
+    for tiles in shown:
+        tiles = tiles + [np.full((TILE, TILE, 3), 255, np.uint8)] * (columns - len(tiles))
         lines.append(np.hstack([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255)
                                 for t in tiles]))
     if not lines:
         lines = [np.full((TILE, TILE, 3), 255, np.uint8)]
     write_image(sheet_path, np.vstack(lines))
-    return len(rows)
+    return len(shown)
