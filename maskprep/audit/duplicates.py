@@ -72,10 +72,6 @@ class Duplicates:
     near_pairs: list[NearPair] = field(default_factory=list)
     near_groups: list[list[int]] = field(default_factory=list)
 
-    def exact_of(self) -> dict[int, int]:
-        """entry index -> exact group number."""
-        return {i: k for k, g in enumerate(self.exact_groups) for i in g}
-
 
 def _u64(values: list[int]) -> np.ndarray:
     return np.array(values, dtype=np.uint64)

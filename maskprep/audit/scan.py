@@ -220,7 +220,7 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: 
                  progress: bool | None = None) -> Dataset:
     """Scan every image under ``root`` with ``workers`` processes (default: all cores).
 
-    ``identity=True`` also computes dlib face descriptors (about 0.1-0.3 s per image on one core).
+    ``identity=True`` also computes dlib face descriptors (about 0.5-1.5 s per photo on one core).
     """
     from tqdm import tqdm
 
