@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Sequence
 
+from maskprep.audit.scan import split_sort_key
+
 DEFAULT_MAX_IMBALANCE = 3.0   # largest / smallest class; above it a plain cross-entropy model drifts
 DEFAULT_MAX_DRIFT = 0.10      # a class's share may differ by 10 points between splits
 
@@ -36,7 +38,7 @@ def check_balance(splits_labels: Sequence[tuple[str, str]], max_imbalance: float
     """
     counter = Counter(splits_labels)
     labels = sorted({label for _, label in counter})
-    splits = sorted({split for split, _ in counter}, key=lambda s: ({"train": 0, "val": 1, "test": 2}.get(s, 9), s))
+    splits = sorted({split for split, _ in counter}, key=split_sort_key)
     counts = {s: {c: counter.get((s, c), 0) for c in labels} for s in splits}
     ratio = {s: imbalance_ratio(counts[s]) for s in splits}
     shares = {}

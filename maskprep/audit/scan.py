@@ -24,6 +24,11 @@ NO_SPLIT = "all"
 THUMB_SIDE = 32  # the small grey picture kept per image for masked-copy verification
 
 
+def split_sort_key(split: str) -> tuple[int, str]:
+    """Sort key that puts ``train``, ``val`` and ``test`` first, in that order, then any other split."""
+    return {"train": 0, "val": 1, "test": 2}.get(split, 9), split
+
+
 @dataclass
 class FileEntry:
     """One image file as the audit sees it; ``error`` is set (and most fields empty) when unreadable."""
@@ -61,8 +66,8 @@ class Dataset:
 
     @property
     def splits(self) -> list[str]:
-        order = {"train": 0, "val": 1, "test": 2}
-        return sorted({e.split for e in self.entries}, key=lambda s: (order.get(s, 9), s))
+        """The splits present, train, val, test first (see :func:`split_sort_key`)."""
+        return sorted({e.split for e in self.entries}, key=split_sort_key)
 
     @property
     def labels(self) -> list[str]:
