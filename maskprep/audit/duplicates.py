@@ -56,11 +56,19 @@ class UnionFind:
 
 @dataclass
 class NearPair:
+    """Entries ``a`` and ``b`` (indices) are near duplicates: pHash and dHash distances in bits,
+    ``mirrored`` when they match as mirror images."""
+
     a: int
     b: int
     phash: int
     dhash: int
     mirrored: bool
+
+    def as_dict(self, entries: Sequence[FileEntry]) -> dict[str, Any]:
+        """The pair as a JSON-ready finding: both file paths, the distances, mirrored."""
+        return {"a": entries[self.a].rel, "b": entries[self.b].rel, "phash": self.phash, "dhash": self.dhash,
+                "mirrored": self.mirrored}
 
 
 @dataclass
@@ -192,7 +200,5 @@ def duplicate_findings(entries: Sequence[FileEntry], dups: Duplicates) -> dict[s
         by_group[member[pr.a]].append(pr)
     near = []
     for g, members in enumerate(dups.near_groups):
-        near.append({**describe(members), "pairs": [
-            {"a": entries[p.a].rel, "b": entries[p.b].rel, "phash": p.phash, "dhash": p.dhash,
-             "mirrored": p.mirrored} for p in by_group[g]]})
+        near.append({**describe(members), "pairs": [p.as_dict(entries) for p in by_group[g]]})
     return {"exact": exact, "near": near}

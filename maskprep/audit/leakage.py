@@ -157,9 +157,7 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
             findings.append(_finding(entries, "exact", group, how=exact_kind[frozenset(group)]))
             continue
         members = set(group)
-        cross = [{"a": entries[p.a].rel, "b": entries[p.b].rel, "phash": p.phash, "dhash": p.dhash,
-                  "mirrored": p.mirrored}
-                 for p in dups.near_pairs
+        cross = [p.as_dict(entries) for p in dups.near_pairs
                  if p.a in members and entries[p.a].split != entries[p.b].split]
         findings.append(_finding(entries, "near", group, pairs=cross))
     findings.extend(variant_leaks(dataset))
