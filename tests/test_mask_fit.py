@@ -73,3 +73,30 @@ def test_preview_leaves_out_a_photo_none_of_whose_files_can_be_read(masked_tree,
     assert count == 0 and read_image(tmp_path / "blank.png").shape[:2] == (TILE, TILE)
     # outputs and originals all gone: nothing to show, and the count says so
     assert preview_sheet(empty, out, tmp_path / "gone.png", per_row=0) == 0
+
+
+@pytest.fixture(scope="module")
+def obama_landmarks(identities: Path) -> np.ndarray:
+    from maskprep.masks.synth import find_faces
+
+    faces = find_faces(read_image(identities / "barack_obama" / "obama_small.jpg"))
+    assert faces
+    return faces[0].landmarks
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "five points"])
+def test_fit_grid_refuses_landmarks_that_are_not_68_finite_points(obama_landmarks, bad):
+    """A NaN landmark gave a NaN grid, which the warp then failed on with 'cannot convert float
+    NaN to integer'; a short landmark array failed with an IndexError."""
+    from maskprep.masks.fit import fit_grid
+
+    lm = obama_landmarks.astype(np.float64).copy()
+    if bad == "nan":
+        lm[40] = np.nan
+    elif bad == "inf":
+        lm[8, 1] = np.inf
+    else:
+        lm = lm[[36, 45, 30, 48, 54]]
+    assert np.isfinite(fit_grid(obama_landmarks, 5, 9)).all()
+    with pytest.raises(ValueError, match="68 finite"):
+        fit_grid(lm, 5, 9)

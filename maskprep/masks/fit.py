@@ -126,12 +126,17 @@ def fit_grid(landmarks: np.ndarray, rows: int, cols: int, wear: str = "correct",
     ``fit`` holds the template's fit parameters (``top``: how far down the nose bridge the top
     edge sits; ``side_drop``: corners lower on the jaw; ``chin_margin``: how far below the jaw
     line the bottom edge hangs; ``width``: horizontal scale; ``bulge``: upward bow of the top edge
-    over the cheeks). ``rng`` adds a small natural variation (scaled by ``jitter``).
+    over the cheeks). ``rng`` adds a small natural variation (scaled by ``jitter``). ValueError for
+    an unknown wear mode or landmarks that are not 68 finite points.
     """
     if wear not in WEAR_MODES:
         raise ValueError(f"unknown wear mode {wear!r}: choose from {', '.join(WEAR_MODES)}")
     fit = dict(fit or {})
     lm = np.asarray(landmarks, np.float64)
+    if lm.shape != (68, 2) or not np.all(np.isfinite(lm)):
+        # a NaN grid would only fail later, in the warp, with a message about integers
+        raise ValueError(f"landmarks must be 68 finite (x, y) points, got shape {lm.shape}"
+                         f"{' with NaN/inf' if lm.shape == (68, 2) else ''}")
     frame = face_frame(lm)
     h = frame.height
     if rng is not None and jitter > 0:
