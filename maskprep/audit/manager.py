@@ -49,6 +49,7 @@ class AuditReport:
         return [c for c in fail_on if held.get(c)]
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole report as plain JSON-ready data (the ``--json`` document; schema in docs/audit.md)."""
         entries = self.dataset.entries
         readable = sum(e.ok for e in entries)
         leak_counts: dict[str, int] = {}

@@ -17,11 +17,12 @@ from itertools import combinations
 from math import comb
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 _BLOCK_ELEMENTS = 1 << 22  # elements of one XOR block in the brute-force path (32 MiB of uint64)
 
 
-def _as_u64(hashes) -> np.ndarray:
+def _as_u64(hashes: ArrayLike) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(hashes, dtype=np.uint64).ravel())
 
 
@@ -29,7 +30,8 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     return np.bitwise_count(x)
 
 
-def brute_pairs(queries, table=None, max_distance: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def brute_pairs(queries: ArrayLike, table: ArrayLike | None = None, max_distance: int = 10
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All ``(i, j, d)`` with ``hamming(queries[i], table[j]) <= max_distance``, by blocked XOR+popcount.
 
     With ``table=None`` the set is compared with itself and only pairs ``i < j`` are returned.
@@ -124,7 +126,7 @@ def choose_method(nq: int, nt: int, max_distance: int, self_join: bool = False) 
     return best[0], best[1]
 
 
-def mih_pairs(queries, table=None, max_distance: int = 10, m: int = 4
+def mih_pairs(queries: ArrayLike, table: ArrayLike | None = None, max_distance: int = 10, m: int = 4
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Same result as :func:`brute_pairs`, by multi-index hashing with ``m`` chunks."""
     q = _as_u64(queries)
@@ -181,8 +183,8 @@ def mih_pairs(queries, table=None, max_distance: int = 10, m: int = 4
     return i[first], j[first], d[first]
 
 
-def hamming_pairs(queries, table=None, max_distance: int = 10, method: str = "auto"
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def hamming_pairs(queries: ArrayLike, table: ArrayLike | None = None, max_distance: int = 10,
+                  method: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every ``(i, j, distance)`` within ``max_distance`` bits, sorted by (i, j).
 
     ``table=None`` compares the set with itself (pairs ``i < j``). ``method`` is ``"auto"``,
@@ -206,7 +208,7 @@ def hamming_pairs(queries, table=None, max_distance: int = 10, method: str = "au
     return i[order], j[order], d[order]
 
 
-def flip_aware_pairs(hashes, flipped, max_distance: int = 10, method: str = "auto"
+def flip_aware_pairs(hashes: ArrayLike, flipped: ArrayLike, max_distance: int = 10, method: str = "auto"
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs ``i < j`` whose images match directly or as mirror images, with the smaller distance.
 

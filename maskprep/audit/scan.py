@@ -51,6 +51,7 @@ class FileEntry:
 
     @property
     def ok(self) -> bool:
+        """True when the file was read as an image."""
         return not self.error
 
 
@@ -71,6 +72,7 @@ class Dataset:
 
     @property
     def labels(self) -> list[str]:
+        """The classes present, sorted (``""`` for files without a class folder)."""
         return sorted({e.label for e in self.entries})
 
 
