@@ -469,3 +469,17 @@ def test_cli_on_a_folder_without_images_names_every_extension_it_reads(identitie
     assert result.exit_code == 2 and "no images found" in result.output
     listed = set(result.output.split("looked for ")[1].split(")")[0].split())
     assert listed == set(IMAGE_EXTENSIONS)
+
+
+def test_exact_copy_across_splits_is_an_exact_leak_even_with_a_near_copy_beside_it(identities, tmp_path):
+    """train/a and test/b are one file; test/small is a half-size copy of it. The near search pairs only
+    b with small (one split), so the leak must come from the exact group, not read "near" with no pairs."""
+    data = tmp_path / "data"
+    _copy(identities / "joe_biden" / "biden.jpg", data / "train" / "c" / "a.jpg")
+    _copy(identities / "joe_biden" / "biden.jpg", data / "test" / "c" / "b.jpg")
+    write_image(data / "test" / "c" / "small.jpg", read_image(identities / "joe_biden" / "biden.jpg")[::2, ::2],
+                jpeg_quality=80)
+    _copy(identities / "rose_leslie" / "img1.jpg", data / "train" / "c" / "rose.jpg")
+    report = audit(data, workers=1, progress=False)
+    assert [(f["kind"], f.get("how"), set(f["files"])) for f in report.leakage] == [
+        ("exact", "same bytes", {"train/c/a.jpg", "test/c/b.jpg", "test/c/small.jpg"})]

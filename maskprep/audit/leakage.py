@@ -149,12 +149,17 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
             linked.union(group[0], k)
     for pr in dups.near_pairs:
         linked.union(pr.a, pr.b)
-    exact_kind = {frozenset(g): kind for g, kind in zip(dups.exact_groups, dups.exact_kind)}
+    # A chain that holds an exact group spanning two splits is an exact leak, whatever near copies
+    # hang on it (the near search ran on one file per exact group, so its pairs may all be in one split).
+    exact_across: dict[int, str] = {}
+    for g, kind in zip(dups.exact_groups, dups.exact_kind):
+        if _spans(entries, g):
+            exact_across.setdefault(linked.find(g[0]), kind)
     for group in linked.groups():
         if not _spans(entries, group):
             continue
-        if frozenset(group) in exact_kind:
-            findings.append(_finding(entries, "exact", group, how=exact_kind[frozenset(group)]))
+        if linked.find(group[0]) in exact_across:
+            findings.append(_finding(entries, "exact", group, how=exact_across[linked.find(group[0])]))
             continue
         members = set(group)
         cross = [p.as_dict(entries) for p in dups.near_pairs
