@@ -100,3 +100,14 @@ def test_fit_grid_refuses_landmarks_that_are_not_68_finite_points(obama_landmark
     assert np.isfinite(fit_grid(obama_landmarks, 5, 9)).all()
     with pytest.raises(ValueError, match="68 finite"):
         fit_grid(lm, 5, 9)
+
+
+@pytest.mark.parametrize("no_pattern", ["", None])
+def test_an_empty_pattern_means_none_with_a_colour_too(no_pattern):
+    """"" and None meant 'no pattern' for the natural colour but raised 'unknown pattern' with one."""
+    from maskprep.masks.templates import colored_rgba, load_template, parse_color
+
+    t = load_template("kf94")
+    assert colored_rgba(t, None, no_pattern) is t.rgba
+    navy = parse_color("Navy")
+    assert np.array_equal(colored_rgba(t, navy, no_pattern), colored_rgba(t, navy, "none"))

@@ -123,13 +123,14 @@ def _pattern(kind: str, shape: tuple[int, int], color: np.ndarray, scale: float,
 
 
 def colored_rgba(template: MaskTemplate, color: tuple[int, int, int] | None = None,
-                 pattern: str = "none", rng: np.random.Generator | None = None) -> np.ndarray:
+                 pattern: str | None = "none", rng: np.random.Generator | None = None) -> np.ndarray:
     """The template's RGBA in another colour and/or pattern, keeping its shading.
 
     ``color=None`` with no pattern returns the natural drawing. Shading is the ratio of each
     pixel's luminance to the base colour's, so pleats and seams survive any colour.
     """
-    if color is None and pattern in ("none", "", None):
+    pattern = pattern or "none"   # "" and None mean no pattern, with or without a colour
+    if color is None and pattern == "none":
         return template.rgba
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}: choose from {', '.join(PATTERNS)}")
