@@ -483,3 +483,14 @@ def test_exact_copy_across_splits_is_an_exact_leak_even_with_a_near_copy_beside_
     report = audit(data, workers=1, progress=False)
     assert [(f["kind"], f.get("how"), set(f["files"])) for f in report.leakage] == [
         ("exact", "same bytes", {"train/c/a.jpg", "test/c/b.jpg", "test/c/small.jpg"})]
+
+
+def test_summary_of_a_tree_with_a_train_folder_only_does_not_say_it_has_none(identities, tmp_path):
+    from maskprep.audit import summary_lines
+    data = tmp_path / "data"
+    _copy(identities / "joe_biden" / "biden.jpg", data / "train" / "c1" / "a.jpg")
+    _copy(identities / "rose_leslie" / "img1.jpg", data / "train" / "c2" / "b.jpg")
+    report = audit(data, workers=1, progress=False)
+    assert report.dataset.layout == "split/class"
+    line = next(x for x in summary_lines(report) if "leakage" in x)
+    assert "only train/" in line and "no train/val/test" not in line, line

@@ -71,7 +71,9 @@ def summary_lines(report: "AuditReport", max_listed: int = 10) -> list[str]:
                  f"({sum(len(g['files']) for g in dup['near'])} files, pHash and dHash <= "
                  f"{d['settings']['near_threshold']} bits, mirror-aware)")
     if len(d["splits"]) < 2:
-        lines.append("  leakage: one split only (no train/val/test folders), nothing to leak")
+        where = (f"only {d['splits'][0]}/" if d["layout"] == "split/class" and d["splits"]
+                 else "no train/val/test folders")
+        lines.append(f"  leakage: one split only ({where}), nothing to leak")
     else:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(c["leaks"].items())) or "none"
         lines.append(f"  leakage across splits: {kinds}")
