@@ -47,10 +47,12 @@ class MaskTemplate:
 
     @property
     def rows(self) -> int:
+        """Anchor rows, top edge to bottom edge."""
         return int(self.grid.shape[0])
 
     @property
     def cols(self) -> int:
+        """Anchor columns, left side to right side (odd: the middle one is the face's midline)."""
         return int(self.grid.shape[1])
 
 
@@ -87,10 +89,6 @@ def parse_color(text: str) -> tuple[int, int, int] | str:
         return tuple(int(value[i:i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
     raise ValueError(f"unknown colour {text!r}: use natural, random, #rrggbb or one of "
                      f"{', '.join(COLORS)}")
-
-
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
 def _pattern(kind: str, shape: tuple[int, int], color: np.ndarray, scale: float,
@@ -132,12 +130,14 @@ def colored_rgba(template: MaskTemplate, color: tuple[int, int, int] | None = No
     pattern = pattern or "none"   # "" and None mean no pattern, with or without a colour
     if color is None and pattern == "none":
         return template.rgba
+    from maskprep.masks.render import luminance   # cv2: not needed by the CLI's help text
+
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}: choose from {', '.join(PATTERNS)}")
     rng = rng if rng is not None else np.random.default_rng(0)
     rgb = template.rgba[..., :3].astype(np.float32)
     base = np.asarray(template.base_color, np.float32)
-    shade = _luminance(rgb) / max(float(_luminance(base)), 1.0)
+    shade = luminance(rgb) / max(float(luminance(base)), 1.0)
     target = np.asarray(color if color is not None else template.base_color, np.float32)
     flat = _pattern(pattern, rgb.shape[:2], target, template.rgba.shape[1] / 320.0, rng)
     out = np.clip(flat * shade[..., None], 0, 255)
