@@ -24,7 +24,7 @@ _MIDLINE = (27, 28, 29, 30, 33, 51, 57, 8)
 _CEILING = {"correct": range(36, 48), "nose-out": range(31, 36), "chin": range(48, 60)}
 # ... and above, so they stay covered.
 _FLOOR = {"correct": range(30, 36), "nose-out": range(48, 60), "chin": (8,)}
-_CEILING_MARGIN = 0.035       # of the face height, room for the feathered edge
+_EDGE_MARGIN = 0.035          # of the face height: clearance from both, room for the feathered edge
 
 DEFAULT_MIN_FACE = 40         # px between jaw points 0 and 16: smaller faces are skipped
 DEFAULT_MAX_YAW = 0.6         # |yaw proxy| above this: too turned for a sane fit
@@ -68,8 +68,8 @@ def roll_degrees(landmarks: np.ndarray) -> float:
 
 def check_face(landmarks: np.ndarray, min_face: float = DEFAULT_MIN_FACE,
                max_yaw: float = DEFAULT_MAX_YAW, max_roll: float = DEFAULT_MAX_ROLL) -> str | None:
-    """Why a face cannot take a sane mask fit (``face too small``, ``face too turned``,
-    ``implausible landmarks``), or None when it can."""
+    """Why a face cannot take a sane mask fit (``face too small``, ``face too turned`` (yaw or
+    roll), ``implausible landmarks``), or None when it can."""
     lm = np.asarray(landmarks, np.float64)
     if lm.shape != (68, 2) or not np.all(np.isfinite(lm)):
         return "implausible landmarks"
@@ -175,8 +175,8 @@ def fit_grid(landmarks: np.ndarray, rows: int, cols: int, wear: str = "correct",
     # Keep the top edge clear of what the wear mode leaves uncovered (eyes, nose, mouth): the
     # bow over the cheeks or a small face must never cover them.
     # And keep it above what the mode covers (a broad smile lifts the mouth corners).
-    hi = float((lm[list(_CEILING[wear])] @ frame.up).min()) - _CEILING_MARGIN * h
-    lo = float((lm[list(_FLOOR[wear])] @ frame.up).max()) + _CEILING_MARGIN * h
+    hi = float((lm[list(_CEILING[wear])] @ frame.up).min()) - _EDGE_MARGIN * h
+    lo = float((lm[list(_FLOOR[wear])] @ frame.up).max()) + _EDGE_MARGIN * h
     if lo > hi:  # squeezed landmarks: split the difference
         lo = hi = (lo + hi) / 2
     heights = top @ frame.up
