@@ -111,3 +111,19 @@ def test_an_empty_pattern_means_none_with_a_colour_too(no_pattern):
     assert colored_rgba(t, None, no_pattern) is t.rgba
     navy = parse_color("Navy")
     assert np.array_equal(colored_rgba(t, navy, no_pattern), colored_rgba(t, navy, "none"))
+
+
+@pytest.mark.parametrize("pattern", ["stripes", "dots", "check"])
+def test_a_pattern_shows_on_every_mask_in_its_natural_colour(pattern):
+    """--pattern with the natural colour prints over the mask's base colour (see mask_faces): on
+    the white KF94 and off-white N95 an off-white second colour was invisible, yet recorded."""
+    from maskprep.masks.render import luminance
+    from maskprep.masks.templates import MASK_TYPES, colored_rgba, load_template
+
+    for name in MASK_TYPES:
+        t = load_template(name)
+        inside = t.rgba[..., 3] == 255
+        plain = luminance(colored_rgba(t, t.base_color, "none")[..., :3])
+        printed = luminance(colored_rgba(t, t.base_color, pattern, np.random.default_rng(0))[..., :3])
+        changed = (np.abs(printed - plain) > 25)[inside].mean()
+        assert changed > 0.1, (name, round(float(changed), 3))

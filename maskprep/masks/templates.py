@@ -32,6 +32,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "yellow": (232, 204, 86),
 }
 PATTERNS = ("none", "stripes", "dots", "check")
+_PATTERN_LIGHT = (240, 238, 232)   # a pattern's second colour ...
+_PATTERN_INK = COLORS["navy"]      # ... or this one, on a mask whose luma is within
+_PATTERN_MIN_CONTRAST = 30.0       # this of the light one (white, the natural KF94 and N95)
 
 
 @dataclass(frozen=True)
@@ -96,12 +99,17 @@ def _pattern(kind: str, shape: tuple[int, int], color: np.ndarray, scale: float,
     """A flat printed pattern (H x W x 3 float, 0..255) in template pixels."""
     h, w = shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    light = np.array([240.0, 238.0, 232.0], np.float32)
+    from maskprep.masks.render import luminance
+
+    # The second colour: off-white, or dark ink on a white mask (off-white on it is invisible).
+    second = np.array(_PATTERN_LIGHT, np.float32)
+    if abs(float(luminance(color)) - float(luminance(second))) < _PATTERN_MIN_CONTRAST:
+        second = np.array(_PATTERN_INK, np.float32)
     phase = float(rng.uniform(0, 1))
     if kind == "stripes":
         period = 22.0 * scale
         band = ((xs + ys * 0.6) / period + phase) % 1.0 < 0.5
-        return np.where(band[..., None], color, light)
+        return np.where(band[..., None], color, second)
     if kind == "dots":
         period = 18.0 * scale
         cx = xs / period + phase
@@ -110,13 +118,13 @@ def _pattern(kind: str, shape: tuple[int, int], color: np.ndarray, scale: float,
         # centre is in (with its phase), or a phase cuts dots in two halves shifted apart
         gy = (ys / period + (np.floor(cx) % 2) * 0.5) % 1.0 - 0.5
         dot = gx ** 2 + gy ** 2 < 0.06
-        return np.where(dot[..., None], light, color)
+        return np.where(dot[..., None], second, color)
     if kind == "check":
         period = 20.0 * scale
         a = ((xs / period + phase) % 1.0) < 0.5
         b = ((ys / period + phase) % 1.0) < 0.5
         weight = (a.astype(np.float32) + b.astype(np.float32)) / 2.0
-        return light * (1 - weight[..., None]) + color * weight[..., None]
+        return second * (1 - weight[..., None]) + color * weight[..., None]
     return np.broadcast_to(color, (h, w, 3)).astype(np.float32)
 
 
