@@ -52,7 +52,8 @@ def face_frame(landmarks: np.ndarray) -> FaceFrame:
 
 
 def yaw_proxy(landmarks: np.ndarray) -> float:
-    """-1..1: how far the nose tip sits towards one jaw side (0 = frontal)."""
+    """-1..1: how far the nose tip sits towards one jaw side (0 = frontal; positive = nearer
+    landmark 14, the image's right side of an upright face)."""
     lm = np.asarray(landmarks, np.float64)
     left = np.hypot(*(lm[30] - lm[2]))
     right = np.hypot(*(lm[30] - lm[14]))
