@@ -130,6 +130,9 @@ def check_folders(input_dir: Path, output_dir: Path, overwrite: bool, resume: bo
     """Refuse runs that could damage the input or silently mix with an earlier output."""
     if not input_dir.exists():
         raise RunError(f"input folder does not exist: {input_dir}")
+    if not input_dir.is_dir():
+        raise RunError(f"input {input_dir} is a file, not a folder: every stage reads a tree, so "
+                       "pass the folder that holds it")
     inp = input_dir.resolve()
     out = output_dir.resolve()
     if out == inp or inp in out.parents:

@@ -125,6 +125,9 @@ def test_folder_checks_refuse_dangerous_runs(tmp_path: Path) -> None:
         run_stage("noisy", data, data, noisy_copy, progress=False)
     with pytest.raises(RunError, match="does not exist"):
         run_stage("noisy", tmp_path / "missing", tmp_path / "o", noisy_copy, progress=False)
+    one_photo = next(p for p in sorted(data.rglob("*.*")) if p.suffix in (".jpg", ".png"))
+    with pytest.raises(RunError, match="is a file, not a folder"):   # was a utf-8 decode crash
+        run_stage("noisy", one_photo, tmp_path / "o", noisy_copy, progress=False)
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")

@@ -276,6 +276,11 @@ def test_command_refuses_bad_options_with_exit_2(identities, tmp_path):
         result = CliRunner().invoke(cli, ["synth-masks", str(src), str(tmp_path / "o"), *args])
         assert result.exit_code == 2, (args, result.output)
         assert "choose from" in result.output or "unknown colour" in result.output
+    # an unwritable preview name is refused before any photo is processed
+    result = CliRunner().invoke(cli, ["synth-masks", str(src), str(tmp_path / "p"), "--preview",
+                                      str(tmp_path / "sheet.txt")])
+    assert result.exit_code == 2 and "--preview" in result.output
+    assert not (tmp_path / "p").exists()
 
 
 def test_faces_too_small_are_recorded_not_masked(identities, tmp_path):

@@ -83,6 +83,12 @@ def command(input_dir: Path, output_dir: Path, types: str, wear: str, per_image:
     """
     from maskprep.masks.synth import synth_masks
 
+    if preview is not None:   # refuse an unwritable sheet name before the run, not after it
+        from maskprep.images import save_format
+        try:
+            save_format(preview)
+        except ValueError as exc:
+            raise InputError(f"--preview {preview}: {exc} (use .png or .jpg)") from None
     summary = run_and_report(lambda: synth_masks(
         input_dir, output_dir, types=types, wear=wear, per_image=per_image, color=color,
         pattern=pattern, save_alpha=save_alpha, min_face=min_face, max_yaw=max_yaw,
