@@ -184,6 +184,7 @@ def test_recolour_keeps_the_shading():
     assert red[..., 0][inside].mean() > 2 * red[..., 2][inside].mean()
     with pytest.raises(ValueError):
         parse_color("no-such-colour")
+    assert parse_color("Gray") == parse_color("grey")   # American spelling accepted
 
 
 def test_fit_bends_with_a_turned_head(faces_by_photo):

@@ -85,6 +85,7 @@ def parse_color(text: str) -> tuple[int, int, int] | str:
     value = text.strip().lower()
     if value in ("natural", "random"):
         return value
+    value = value.replace("gray", "grey")   # both spellings name one colour
     if value in COLORS:
         return COLORS[value]
     if re.fullmatch(r"#?[0-9a-f]{6}", value):
