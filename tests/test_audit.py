@@ -320,6 +320,25 @@ def test_identity_finds_the_same_person_across_splits(identities, tmp_path):
     assert report.identity["faces"] == 7
 
 
+def test_a_failing_face_check_is_reported_not_counted_as_no_face(identities, tmp_path, monkeypatch):
+    import maskprep.audit.identity as identity_module
+    from maskprep.audit.report import summary_lines
+
+    def broken(image):
+        raise RuntimeError("detector exploded")
+
+    monkeypatch.setattr(identity_module, "face_descriptors", broken)
+    root = tmp_path / "data"
+    _copy(identities / "barack_obama" / "obama.jpg", root / "train" / "faces" / "obama.jpg")
+    _copy(identities / "joe_biden" / "biden.jpg", root / "test" / "faces" / "biden.jpg")
+    report = audit(root, identity=True, workers=1, progress=False)
+    assert report.identity["images_without_face"] == 0
+    assert sorted(f["file"] for f in report.identity["check_failed"]) == [
+        "test/faces/biden.jpg", "train/faces/obama.jpg"]
+    text = "\n".join(summary_lines(report))
+    assert "face check failed on train/faces/obama.jpg" in text and "detector exploded" in text
+
+
 # ---------------------------------------------------------------------------------------------- balance, files
 
 def test_ten_to_one_tree_is_imbalanced_with_class_weights(masks_data, tmp_path):

@@ -84,8 +84,12 @@ def _identity_pairs(dataset: Dataset) -> tuple[list[tuple[int, int, float, int, 
     from maskprep.audit.identity import SAME_PERSON_DISTANCE, same_person_pairs
     desc, owners = [], []
     no_face = 0
+    failed: list[dict[str, str]] = []   # the face check itself failed: say so, not "no face"
     for k, e in enumerate(dataset.entries):
         if not e.ok:
+            continue
+        if e.faces is None and e.detail.startswith("identity:"):
+            failed.append({"file": e.rel, "detail": e.detail})
             continue
         if e.faces is None or len(e.faces) == 0:
             no_face += 1
@@ -93,13 +97,15 @@ def _identity_pairs(dataset: Dataset) -> tuple[list[tuple[int, int, float, int, 
         desc.append(e.faces)
         owners.extend([k] * len(e.faces))
     if not desc:
-        return [], {"faces": 0, "images_without_face": no_face, "threshold": SAME_PERSON_DISTANCE}
+        return [], {"faces": 0, "images_without_face": no_face, "threshold": SAME_PERSON_DISTANCE,
+                    "check_failed": failed}
     # Face-level pairs (image a, image b, distance, face a, face b): people are chained face by face,
     # so a group photo does not merge everyone in it into one person.
     pairs = [(owners[fa], owners[fb], d, fa, fb)
              for fa, fb, d in same_person_pairs(np.concatenate(desc), np.asarray(owners))]
     return pairs, {"faces": len(owners), "images_without_face": no_face,
-                   "threshold": SAME_PERSON_DISTANCE, "same_person_pairs": len(pairs)}
+                   "threshold": SAME_PERSON_DISTANCE, "same_person_pairs": len(pairs),
+                   "check_failed": failed}
 
 
 def audit(root: str | os.PathLike, near_threshold: int = DEFAULT_NEAR_THRESHOLD, identity: bool = False,

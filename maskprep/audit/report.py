@@ -87,6 +87,8 @@ def summary_lines(report: "AuditReport", max_listed: int = 10) -> list[str]:
         i = d["identity"]
         lines.append(f"  identity: {i['faces']} faces, {i['images_without_face']} images without a "
                      f"detected face, {i.get('same_person_pairs', 0)} same-person pairs (< {i['threshold']})")
+        for failure in i.get("check_failed", [])[:max_listed]:
+            lines.append(f"    face check failed on {failure['file']}: {failure['detail']}")
     held = [k for k, v in d["conditions"].items() if v]
     lines.append("  conditions that hold: " + (", ".join(held) if held else "none"))
     return lines
