@@ -387,6 +387,10 @@ def test_landmarks_from_a_detect_manifest_of_the_photos(identities, tmp_path):
     result = CliRunner().invoke(cli, ["synth-masks", str(src), str(tmp_path / "o2"),
                                       "--landmarks-from", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "no such manifest" in result.output
+    # a detect run over another folder shares no photo with IN: refused, not silently ignored
+    result = CliRunner().invoke(cli, ["synth-masks", str(src / "multi"), str(tmp_path / "o3"),
+                                      "--landmarks-from", str(tmp_path / "faces")])
+    assert result.exit_code == 2 and "none of the photos" in result.output
 
 
 def test_no_search_pass_for_faces_too_small_to_mask(identities):

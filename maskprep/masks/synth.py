@@ -141,8 +141,18 @@ def landmarks_source(input_dir: str | os.PathLike, landmarks_from: str | os.Path
         path = path / MANIFEST_NAME
     if not path.is_file():
         raise ValueError(f"--landmarks-from: no such manifest: {path}")
-    if not any(r.stage == "detect" and r.status == "ok" for r in read_manifest(path)):
+    records = read_manifest(path)
+    if not any(r.stage == "detect" and r.status == "ok" for r in records):
         raise ValueError(f"--landmarks-from: {path} has no faces recorded by maskprep detect")
+    from maskprep.images import list_images
+    from maskprep.runner import relative_to_root
+
+    root = Path(input_dir).resolve()
+    if Path(input_dir).is_dir():
+        listed = {r.source for r in records if r.stage == "detect"}
+        if not any(relative_to_root(p, root) in listed for p in list_images(root)):
+            raise ValueError(f"--landmarks-from: none of the photos in {input_dir} is in {path}; it "
+                             "must come from 'maskprep detect' run on this same folder")
     return {"manifest": str(path.resolve()), "by": "source"}
 
 
