@@ -478,6 +478,10 @@ def test_summary_names_the_drift_of_files_without_a_class_folder(identities, tmp
     report = audit(data, workers=1, progress=False)
     drift = next(line for line in summary_lines(report) if "share drift" in line)
     assert "(no class) 50 pts" in drift and ":  " not in drift, drift
+    from maskprep.audit.report import render_html
+    page = render_html(report)   # the page names the drift too
+    assert "drift between splits" in page
+    assert "(no class) 50 pts" in page.split("drift between splits")[1][:200]
 
 
 def test_cli_on_a_folder_without_images_names_every_extension_it_reads(identities, tmp_path):
@@ -513,3 +517,6 @@ def test_summary_of_a_tree_with_a_train_folder_only_does_not_say_it_has_none(ide
     assert report.dataset.layout == "split/class"
     line = next(x for x in summary_lines(report) if "leakage" in x)
     assert "only train/" in line and "no train/val/test" not in line, line
+    from maskprep.audit.report import render_html
+    page = render_html(report)   # the page says why it has no leakage list, as the summary does
+    assert "Leakage across splits" in page and "only train/" in page

@@ -37,6 +37,18 @@ def _fmt_ratio(r: float | None) -> str:
     return "inf" if r is None else f"{r:g}"
 
 
+def _drift_text(balance: dict) -> str:
+    """``"with_mask 30 pts, ..."``: how far each drifted class's share moves between splits."""
+    return ", ".join(f"{_cls(x['class'])} {x['drift'] * 100:.0f} pts" for x in balance["drifted"])
+
+
+def _single_split_text(d: dict) -> str:
+    """Why there is no leakage section: the tree has one split only."""
+    where = (f"only {d['splits'][0]}/" if d["layout"] == "split/class" and d["splits"]
+             else "no train/val/test folders")
+    return f"one split only ({where}), nothing to leak"
+
+
 def summary_lines(report: "AuditReport", max_listed: int = 10) -> list[str]:
     """The terminal summary: balance table, counts of every finding, the first leaks."""
     d = report.to_dict()
@@ -57,8 +69,7 @@ def summary_lines(report: "AuditReport", max_listed: int = 10) -> list[str]:
     weights = ", ".join(f"{_cls(k)} {v:g}" for k, v in b["class_weights"].items())
     lines.append(f"  class weights ({b['class_weights_from']}): {weights}")
     if b["drifted"]:
-        lines.append("  share drift between splits: " + ", ".join(
-            f"{_cls(x['class'])} {x['drift'] * 100:.0f} pts" for x in b["drifted"]))
+        lines.append("  share drift between splits: " + _drift_text(b))
     f = d["files"]
     reasons = Counter(x["reason"] for x in f["unreadable"])
     why = f" ({', '.join(f'{n} {r}' for r, n in reasons.most_common())})" if reasons else ""
@@ -71,9 +82,7 @@ def summary_lines(report: "AuditReport", max_listed: int = 10) -> list[str]:
                  f"({sum(len(g['files']) for g in dup['near'])} files, pHash and dHash <= "
                  f"{d['settings']['near_threshold']} bits, mirror-aware)")
     if len(d["splits"]) < 2:
-        where = (f"only {d['splits'][0]}/" if d["layout"] == "split/class" and d["splits"]
-                 else "no train/val/test folders")
-        lines.append(f"  leakage: one split only ({where}), nothing to leak")
+        lines.append(f"  leakage: {_single_split_text(d)}")
     else:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(c["leaks"].items())) or "none"
         lines.append(f"  leakage across splits: {kinds}")
@@ -227,8 +236,12 @@ def render_html(report: "AuditReport") -> str:
     page.add("</table><p>Suggested class weights (n / (k * count), from "
              f"{b['class_weights_from']}): "
              + ", ".join(f"{html.escape(_cls(k))} {v:g}" for k, v in b["class_weights"].items()) + "</p>")
+    if b["drifted"]:
+        page.add(f"<p class='bad'>Class shares drift between splits: {html.escape(_drift_text(b))}</p>")
     if len(d["splits"]) > 1:
         page.groups("Leakage across splits", d["leakage"], _describe_leak)
+    else:
+        page.add(f"<h2>Leakage across splits</h2><p>Not checked: {html.escape(_single_split_text(d))}.</p>")
     page.groups("Label conflicts", d["label_conflicts"],
                 lambda g: f"{_KIND_TEXT.get(g['kind'], g['kind'])} under classes {', '.join(g['classes'])}")
     page.groups("Exact duplicates", d["duplicates"]["exact"], lambda g: f"{g['kind']}, {len(g['files'])} files")
