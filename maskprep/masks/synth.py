@@ -320,30 +320,29 @@ def mask_faces(image: np.ndarray, faces: Sequence[np.ndarray], mask_type: str = 
 # ------------------------------------------------------------------------------------------------
 # Variants: which (type, wear) outputs each image gets
 
+def _parse_choices(text: str, choices: Sequence[str], draw_word: str, what: str) -> list[str]:
+    """``all`` -> every choice; ``draw_word`` -> one drawn per output; else a comma list of choices."""
+    value = text.strip().lower()
+    if value == "all":
+        return list(choices)
+    if value == draw_word:
+        return [draw_word]
+    names = list(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
+    bad = [t for t in names if t not in choices]
+    if bad or not names:
+        raise ValueError(f"unknown {what} {', '.join(bad) or text!r}: choose from "
+                         f"{', '.join(choices)}, all or {draw_word}")
+    return names
+
+
 def parse_types(text: str) -> list[str]:
     """``all`` -> every type; ``random`` -> one drawn per output; else a comma list of types."""
-    value = text.strip().lower()
-    if value in ("all", "random"):
-        return list(MASK_TYPES) if value == "all" else ["random"]
-    names = list(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
-    bad = [t for t in names if t not in MASK_TYPES]
-    if bad or not names:
-        raise ValueError(f"unknown mask type {', '.join(bad) or text!r}: choose from "
-                         f"{', '.join(MASK_TYPES)}, all or random")
-    return names
+    return _parse_choices(text, MASK_TYPES, "random", "mask type")
 
 
 def parse_wears(text: str) -> list[str]:
     """``mix`` -> one drawn per output; ``all`` -> every mode; else a comma list of wear modes."""
-    value = text.strip().lower()
-    if value in ("all", "mix"):
-        return list(WEAR_MODES) if value == "all" else ["mix"]
-    names = list(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
-    bad = [t for t in names if t not in WEAR_MODES]
-    if bad or not names:
-        raise ValueError(f"unknown wear mode {', '.join(bad) or text!r}: choose from "
-                         f"{', '.join(WEAR_MODES)}, all or mix")
-    return names
+    return _parse_choices(text, WEAR_MODES, "mix", "wear mode")
 
 
 def plan_variants(job: Job, types: Sequence[str], wears: Sequence[str],
