@@ -93,7 +93,8 @@ def command(input_dir: Path, output_dir: Path, types: str, wear: str, per_image:
         input_dir, output_dir, types=types, wear=wear, per_image=per_image, color=color,
         pattern=pattern, save_alpha=save_alpha, min_face=min_face, max_yaw=max_yaw,
         realism=realism, max_side=max_side, assume_crop=assume_crop, landmarks_from=landmarks_from,
-        seed=seed, workers=workers, overwrite=overwrite, resume=resume, jpeg_quality=jpeg_quality, progress=False if quiet else None))
+        seed=seed, workers=workers, overwrite=overwrite, resume=resume, jpeg_quality=jpeg_quality,
+        progress=False if quiet else None))
     if preview is not None:
         from maskprep.masks.preview import preview_sheet
         try:

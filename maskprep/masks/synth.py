@@ -147,8 +147,8 @@ def landmarks_source(input_dir: str | os.PathLike, landmarks_from: str | os.Path
     from maskprep.images import list_images
     from maskprep.runner import relative_to_root
 
-    root = Path(input_dir).resolve()
-    if Path(input_dir).is_dir():
+    if Path(input_dir).is_dir():   # a missing IN is the runner's error to report
+        root = Path(input_dir).resolve()
         listed = {r.source for r in records if r.stage == "detect"}
         if not any(relative_to_root(p, root) in listed for p in list_images(root)):
             raise ValueError(f"--landmarks-from: none of the photos in {input_dir} is in {path}; it "
@@ -206,8 +206,10 @@ def known_faces(source: dict[str, str], rel: str, image_shape: tuple[int, ...]) 
         return None
     h, w = image_shape[:2]
     for f in faces:
-        if f.image_size is not None and f.image_size != (w, h):
-            return None
+        if f.image_size is not None:
+            if f.image_size != (w, h):
+                return None
+            continue
         # no size recorded (an older manifest): a face may reach past the border, but not far
         lo, hi = f.landmarks.min(axis=0), f.landmarks.max(axis=0)
         if lo[0] < -0.5 * w or lo[1] < -0.5 * h or hi[0] > 1.5 * w or hi[1] > 1.5 * h:
