@@ -5,10 +5,14 @@ alpha) and broken files are handled once, the same way, with one exception type 
 """
 from __future__ import annotations
 
+import errno
+import functools
 import io
 import os
+import stat
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -43,30 +47,89 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """All image files under ``root``, sorted, as absolute paths.
+@dataclass(frozen=True)
+class Unlisted:
+    """An entry under a tree that looks like part of the dataset but cannot be read as a file:
+    an unreadable folder, a dangling link, a link loop, a FIFO named ``x.jpg``. Stages record it."""
 
-    Hidden files and folders are skipped; symbolic links to folders are followed once, never in a loop.
+    path: Path      # absolute, not resolved (a link keeps its own name)
+    reason: str     # short and stable, for manifests and summaries
+
+
+def scan_images(root: str | os.PathLike) -> tuple[list[Path], list[Unlisted]]:
+    """``(image files, entries left out with a reason)`` under ``root``; both sorted.
+
+    Hidden files and folders are skipped (by design, not recorded); symbolic links to folders are
+    followed once, never in a loop. A folder that cannot be listed or entered, and an entry with an
+    image extension that is not a readable regular file (dangling or looping link, FIFO, socket,
+    device, folder named ``x.jpg``), is returned in the second list instead of being dropped.
     """
     root_path = Path(root).resolve()
     if root_path.is_file():
-        return [root_path] if is_image_path(root_path) else []
+        return ([root_path] if is_image_path(root_path) else []), []
     found: list[Path] = []
+    unlisted: list[Unlisted] = []
     seen_dirs: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root_path, followlinks=True):
+
+    def on_error(exc: OSError) -> None:
+        # os.walk could not list a folder (mode 000, or gone): say so instead of skipping it silently.
+        unlisted.append(Unlisted(Path(exc.filename), f"unreadable folder: {_os_reason(exc)}"))
+
+    for dirpath, dirnames, filenames in os.walk(root_path, followlinks=True, onerror=on_error):
         st = os.stat(dirpath)
         key = (st.st_dev, st.st_ino)
         if key in seen_dirs:  # a symlink loop or a second link to a folder already listed
             dirnames[:] = []
             continue
         seen_dirs.add(key)
+        if not os.access(dirpath, os.X_OK):
+            # Listable (r) but not enterable (no x): the names are visible, the files are not.
+            unlisted.append(Unlisted(Path(dirpath), "unreadable folder: permission denied (no x bit)"))
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if is_image_path(name):
                 path = Path(dirpath) / name
                 if path.is_file():
                     found.append(path)
-    return sorted(found)
+                else:
+                    unlisted.append(Unlisted(path, _special_reason(path)))
+    return sorted(found), sorted(unlisted, key=lambda u: u.path)
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """All image files under ``root``, sorted, as absolute paths (see :func:`scan_images`)."""
+    return scan_images(root)[0]
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.ENOENT:
+        return "missing"
+    return os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__
+
+
+def _special_reason(path: Path) -> str:
+    """Why an entry with an image name is not a readable regular file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and path.is_symlink():
+            return "dangling symlink"
+        return "symlink loop" if exc.errno == errno.ELOOP else f"unreadable: {_os_reason(exc)}"
+    if stat.S_ISDIR(mode):
+        return "a folder with an image name"
+    if stat.S_ISFIFO(mode):
+        return "not a regular file (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "not a regular file (socket)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "not a regular file (device)"
+    return "not a regular file"
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -111,16 +174,21 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
 
     EXIF orientation is applied; every Pillow mode (L, LA, P, RGBA, CMYK, I;16, I, F, ...) is converted;
     transparency is composited on white. Raises :class:`ImageReadError` with a short ``reason``:
-    ``missing``, ``empty file``, ``not an image``, ``truncated``, ``too large``, ``corrupt``.
+    ``missing``, ``empty file``, ``not an image``, ``truncated``, ``too large``, ``corrupt``,
+    ``permission denied`` (and other short OS reasons), ``not a regular file (FIFO)``.
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):   # a FIFO would block read_bytes() forever
+            raise ImageReadError(_special_reason(path), path)
+        if st.st_size == 0:
+            raise ImageReadError("empty file", path)
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise ImageReadError("missing", path) from None
-    if size == 0:
-        raise ImageReadError("empty file", path)
-    data = path.read_bytes()
+        raise ImageReadError("dangling symlink" if path.is_symlink() else "missing", path) from None
+    except OSError as exc:   # permission denied, I/O error, link loop: a reason a person can act on
+        raise ImageReadError(_os_reason(exc), path, str(exc)) from None
     return decode_image(data, max_pixels=max_pixels, name=path)
 
 
@@ -192,6 +260,9 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
     try:
+        # mkstemp makes 0600 files; give the file the mode open() would (0666 less the umask), so
+        # other users can read the dataset as they could read its originals.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -202,6 +273,14 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
             pass
         raise
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def _umask() -> int:
+    """The process umask, read once (reading it means setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, jpeg_quality: int = 95) -> Path:

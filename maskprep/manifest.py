@@ -42,15 +42,60 @@ class Record:
             self.origin = self.source
 
     def to_json(self) -> str:
+        """One JSON line, valid UTF-8 whatever the file names are.
+
+        A file name that is not UTF-8 (``caf\xe9.jpg`` from an old Latin-1 disk) reaches Python as
+        a string with lone surrogates (``surrogateescape``), which UTF-8 cannot encode. Such a
+        record is written with ASCII escapes instead (``"caf\\udce9.jpg"``): still one valid line,
+        and ``json.loads`` gives back the very string that ``open()`` needs to find the file.
+        """
         # A shallow dict: asdict() deep-copies every nested list (68 landmarks per face, per
         # record) only for json to walk them again, which made the manifest the parent's bottleneck.
         fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        return json.dumps(fields, ensure_ascii=False, sort_keys=False, default=_jsonable)
+        text = json.dumps(fields, ensure_ascii=False, sort_keys=False, default=_jsonable)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                text = json.dumps(fields, ensure_ascii=True, sort_keys=False, default=_jsonable)
+        return text
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Record":
+        """A record from a parsed manifest line; ValueError (saying which field) for a malformed one."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
+        for name in ("stage", "source", "status"):
+            if name not in known:
+                raise ValueError(f"no {name!r} field")
+        for name, kinds in _FIELD_TYPES.items():
+            if name in known and not isinstance(known[name], kinds):
+                raise ValueError(f"{name!r} must be {_KIND_WORDS[name]}, not {type(known[name]).__name__}")
+        if known.get("output") is not None and not safe_rel(known["output"]):
+            raise ValueError(f"'output' {known['output']!r} is not a relative path inside the tree")
         return cls(**known)
+
+
+# The type each manifest field must have when present: a crafted or damaged line (``"output": ["x"]``)
+# is refused at the reader, with its line number, instead of failing later in path arithmetic.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "stage": (str,), "source": (str,), "status": (str,), "output": (str, type(None)), "origin": (str,),
+    "reason": (str,), "variant": (str,), "params": (dict,), "seed": (int, type(None)), "info": (dict,),
+}
+_KIND_WORDS = {"output": "a string or null", "params": "an object", "info": "an object",
+               "seed": "an integer or null"}
+_KIND_WORDS.update({k: "a string" for k in _FIELD_TYPES if k not in _KIND_WORDS})
+
+
+def safe_rel(rel: str) -> bool:
+    """True for a path that stays inside its root: relative, no ``..``, not empty."""
+    path = PurePosixPath(rel)
+    return bool(rel) and not path.is_absolute() and ".." not in path.parts and "\x00" not in rel
+
+
+class ManifestError(ValueError):
+    """A manifest line that is not a record (other than a last line cut short); names file and line."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -63,11 +108,17 @@ def _jsonable(value: Any) -> Any:
 
 
 class ManifestWriter:
-    """Appends records to a manifest file, one flushed line each, so an interrupted run keeps what it did."""
+    """Appends records to a manifest file, one flushed line each, so an interrupted run keeps what it did.
+
+    Appending first cuts off a last line left incomplete (disk full, power loss, kill -9): the
+    first new record would otherwise be glued onto it and lost with it.
+    """
 
     def __init__(self, path: str | os.PathLike, truncate: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not truncate:
+            drop_incomplete_last_line(self.path)
         self._fh: IO[str] = open(self.path, "w" if truncate else "a", encoding="utf-8")
 
     def write(self, records: Iterable[Record]) -> None:
@@ -87,27 +138,72 @@ class ManifestWriter:
         self.close()
 
 
+def drop_incomplete_last_line(path: str | os.PathLike) -> bool:
+    """Cut a manifest back to its last complete line (one ending in a newline); True when it cut.
+
+    The writer writes each input's records in one ``write`` ending in ``\n``, so bytes after the
+    last newline are a write that did not finish; their input is redone by ``--resume``.
+    """
+    try:
+        with open(path, "rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
+                return False
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return False
+            # Walk back to the last newline (a cut line is at most one input's records long).
+            pos, block = size, 1 << 16
+            while pos > 0:
+                start = max(0, pos - block)
+                fh.seek(start)
+                chunk = fh.read(pos - start)
+                k = chunk.rfind(b"\n")
+                if k >= 0:
+                    fh.truncate(start + k + 1)
+                    return True
+                pos = start
+            fh.truncate(0)
+            return True
+    except FileNotFoundError:
+        return False
+
+
 def read_manifest(path: str | os.PathLike) -> list[Record]:
     """All records of a manifest file (or of ``manifest.jsonl`` inside a folder).
 
-    A missing file gives an empty list; a last line cut short by an interrupted run is ignored.
+    A missing file gives an empty list. A last line cut short by an interrupted run (no final
+    newline: a write that did not finish, perhaps inside a multi-byte character) is ignored. Any
+    other line that is not a record raises :class:`ManifestError` naming the file and the line.
     """
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST_NAME
     if not path.is_file():
         return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
     records = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
+    for number, raw in enumerate(lines, 1):
+        cut = number == len(lines)  # after the last newline: a write that did not finish
+        if not raw.strip():
+            continue
+        try:
+            records.append(Record.from_dict(json.loads(raw.decode("utf-8"))))
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as exc:
+            if cut:
                 continue
-            try:
-                records.append(Record.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, TypeError, ValueError):
-                continue
+            raise ManifestError(f"{path}, line {number}: not a manifest record ({_why(exc)}); "
+                                "repair or delete that line") from None
     return records
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc.msg}"
+    return str(exc)
 
 
 def latest_attempts(records: Iterable[Record]) -> dict[str, list[Record]]:

@@ -15,29 +15,37 @@ import signal
 import sys
 import time
 from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from maskprep.images import (
     ImageReadError,
-    list_images,
     remove_stale_temp_files,
+    scan_images,
     write_bytes_atomic,
     write_image,
 )
 from maskprep.manifest import (
     MANIFEST_NAME,
     RUN_INFO_NAME,
+    ManifestError,
     ManifestWriter,
     Record,
     latest_attempts,
     origin_map,
     read_manifest,
+    safe_rel,
     variant_path,
 )
+
+# The reason recorded for an input whose worker process died twice (once in the pool, once alone):
+# the kernel's OOM killer is the usual cause, a crash in a native library the other.
+WORKER_DIED = "worker process died (out of memory or a crash)"
 
 
 class RunError(Exception):
@@ -233,6 +241,130 @@ def _completed_sources(out_root: Path) -> set[str]:
     return {src for src, recs in latest.items() if all(finished(r) for r in recs)}
 
 
+def _executor(processes: int, initializer: Callable, initargs: tuple) -> ProcessPoolExecutor:
+    """A process pool that, unlike ``multiprocessing.Pool``, notices a worker that dies (kill -9, the
+    OOM killer): its tasks raise ``BrokenProcessPool`` instead of waiting forever.
+
+    Forked like :func:`process_pool` (the caller keeps OpenCV's pool at one thread while it maps, see
+    :func:`map_jobs`); with the fork method the executor starts all its workers at the first submit.
+    """
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    return ProcessPoolExecutor(processes, mp_context=ctx, initializer=initializer, initargs=initargs)
+
+
+def _stop_executor(executor: ProcessPoolExecutor, kill: bool) -> None:
+    if kill:
+        # shutdown() waits for running tasks; on Ctrl-C the workers are stopped at once instead
+        # (their half-written temp files are removed by the runner).
+        for proc in list((getattr(executor, "_processes", None) or {}).values()):
+            try:
+                proc.terminate()
+            except (OSError, AttributeError):  # pragma: no cover - already gone
+                pass
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _died_record(job: Job, stage: str) -> list[Record]:
+    return [Record(stage=stage, source=job.rel, origin=job.origin, status="failed", reason=WORKER_DIED,
+                   seed=job.seed)]
+
+
+def _one_alone(job: Job, initargs: tuple) -> list[Record]:
+    """Run one job in a fresh one-worker pool; a second death records it as failed."""
+    executor = _executor(1, _init_worker, initargs)
+    try:
+        return executor.submit(_run_one, job).result()
+    except BrokenProcessPool:
+        return _died_record(job, initargs[2])
+    finally:
+        _stop_executor(executor, kill=False)
+
+
+def _pool_map(jobs: Sequence[Job], workers: int, initargs: tuple) -> Iterator[list[Record]]:
+    """Each job's records, in job order, computed by ``workers`` processes.
+
+    Results that arrive early wait in a buffer, so the manifest's order does not depend on the
+    number of workers or on timing. When a worker dies, the jobs that were running are redone one
+    at a time in a fresh pool (a job killed by a neighbour's memory use then succeeds; the job
+    that kills its worker again is recorded as failed), and the rest go on in a new pool.
+    """
+    window = 2 * workers   # enough queued work to keep every worker busy
+    buffered: dict[int, list[Record]] = {}
+    emitted = 0
+    position = 0           # next job to submit
+    executor: ProcessPoolExecutor | None = None
+    try:
+        while emitted < len(jobs):
+            if executor is None:
+                executor = _executor(min(workers, len(jobs) - position) or 1, _init_worker, initargs)
+            inflight: dict[Any, int] = {}
+            suspects: list[int] = []
+            while (position < len(jobs) or inflight) and not suspects:
+                while position < len(jobs) and len(inflight) < window:
+                    inflight[executor.submit(_run_one, jobs[position])] = position
+                    position += 1
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = inflight.pop(future)
+                    try:
+                        buffered[index] = future.result()
+                    except BrokenProcessPool:
+                        suspects.append(index)
+                while emitted in buffered:
+                    yield buffered.pop(emitted)
+                    emitted += 1
+            if suspects:
+                # Every task still in flight is lost with the pool; which one killed it is unknown.
+                for future, index in inflight.items():
+                    try:
+                        buffered[index] = future.result()
+                    except BrokenProcessPool:
+                        suspects.append(index)
+                _stop_executor(executor, kill=True)
+                executor = None
+                for index in sorted(suspects):
+                    buffered[index] = _one_alone(jobs[index], initargs)
+                while emitted in buffered:
+                    yield buffered.pop(emitted)
+                    emitted += 1
+    except KeyboardInterrupt:
+        if executor is not None:
+            _stop_executor(executor, kill=True)
+            executor = None
+        # Files of finished jobs are on disk: record them (in job order) before stopping.
+        for index in sorted(buffered):
+            yield buffered.pop(index)
+        raise
+    finally:
+        if executor is not None:
+            _stop_executor(executor, kill=True)
+
+
+def map_jobs(jobs: Sequence[Job], workers: int, process: Callable, out_root: Path, stage: str,
+             jpeg_quality: int) -> Iterator[list[Record]]:
+    """The local engine: each job's manifest records, in job order, from ``workers`` processes
+    (in this process when ``workers`` is 1 or there is at most one job)."""
+    if workers == 1 or len(jobs) <= 1:
+        _init_worker_in_process(process, out_root, stage, jpeg_quality)
+        for job in jobs:
+            yield _run_one(job)
+        return
+    # A child forked while OpenCV's thread pool is alive hangs on its first parallel cv2 call; the
+    # pool may fork again (a new pool after a worker died), so OpenCV stays at one thread here for
+    # the whole map; this process only collects records meanwhile.
+    try:
+        import cv2
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        cv2 = None
+    try:
+        yield from _pool_map(jobs, workers, (process, out_root, stage, jpeg_quality))
+    finally:
+        if cv2 is not None:
+            cv2.setNumThreads(threads)
+
+
 def _progress(total: int, desc: str, enabled: bool | None):
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=enabled is False,
@@ -266,10 +398,17 @@ def run_stage(
     workers = default_workers() if not workers or workers < 1 else workers
     in_root = input_dir.resolve()
     out_root = output_dir.resolve()
+    if resume:
+        check_same_run(out_root, stage, in_root, params, seed)
     out_root.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_root)
+    if overwrite:
+        remove_recorded_outputs(out_root)
 
-    sources = sorted(files) if files is not None else list_images(in_root)
+    if files is not None:
+        sources, unlisted = sorted(files), []
+    else:
+        sources, unlisted = scan_images(in_root)
     upstream = origin_map(in_root)
     done = _completed_sources(out_root) if resume else set()
     jobs = []
@@ -279,14 +418,27 @@ def run_stage(
             continue
         jobs.append(Job(source=path, rel=rel, origin=upstream.get(rel, rel),
                         seed=derive_seed(seed, rel), params=params))
+    # Entries that look like inputs but cannot be read as files are recorded, never dropped silently.
+    problems = [Record(stage=stage, source=relative_to_root(u.path, in_root), status="failed",
+                       reason=u.reason, seed=None) for u in unlisted]
 
-    summary = Summary(stage=stage, inputs=len(sources), resumed=len(sources) - len(jobs),
-                      manifest=out_root / MANIFEST_NAME)
+    summary = Summary(stage=stage, inputs=len(sources) + len(problems),
+                      resumed=len(sources) - len(jobs), manifest=out_root / MANIFEST_NAME)
     started = time.perf_counter()
     _write_run_info(out_root, stage, input_dir, params, seed, workers, status="running")
     writer = ManifestWriter(out_root / MANIFEST_NAME, truncate=overwrite or not resume)
+    claimed: dict[str, str] = {}   # output -> the source that wrote it in this run
 
     def take(records: list[Record]) -> None:
+        for i, rec in enumerate(records):
+            # Two inputs must never claim one output file (a.jpg and a.png mapped to one name):
+            # the second claim is a failure, not a silent replacement of the first one's record.
+            if rec.output is not None:
+                owner = claimed.setdefault(rec.output, rec.source)
+                if owner != rec.source:
+                    records[i] = Record(stage=stage, source=rec.source, origin=rec.origin, status="failed",
+                                        reason="output name clash", seed=rec.seed, variant=rec.variant,
+                                        info={"detail": f"{rec.output} is also the output of {owner}"})
         writer.write(records)
         for rec in records:
             if rec.status == "ok":
@@ -299,29 +451,17 @@ def run_stage(
                 summary.reasons[rec.reason] += 1
 
     bar = _progress(len(jobs), stage, progress)
-    pool = None
+    # job list -> map (the engine; records come back in job order) -> records -> manifest
+    mapped = map_jobs(jobs, workers, process, out_root, stage, jpeg_quality)
     try:
-        if workers == 1 or len(jobs) <= 1:
-            _init_worker_in_process(process, out_root, stage, jpeg_quality)
-            for job in jobs:
-                take(_run_one(job))
-                bar.update(1)
-        else:
-            pool = process_pool(min(workers, len(jobs)), _init_worker,
-                                (process, out_root, stage, jpeg_quality))
-            chunk = max(1, min(16, len(jobs) // (workers * 8)))
-            for records in pool.imap_unordered(_run_one, jobs, chunksize=chunk):
-                take(records)
-                bar.update(1)
-            pool.close()
-            pool.join()
-            pool = None
+        take(problems)
+        for records in mapped:
+            take(records)
+            bar.update(1)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        mapped.close()   # stops the workers whatever ended the loop
         bar.close()
         writer.close()
         remove_stale_temp_files(out_root)
@@ -331,6 +471,75 @@ def run_stage(
     if summary.interrupted:
         raise KeyboardInterrupt
     return summary
+
+
+def _normalised(value: Any) -> Any:
+    """A value as run.json stores it (JSON, tuples as lists, odd objects as text), for comparing."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def check_same_run(out_root: Path, stage: str, in_root: Path, params: Mapping[str, Any], seed: int) -> None:
+    """Refuse a ``--resume`` whose stage, input, seed or options differ from the run that wrote OUT:
+    finishing it would mix two runs' files in one tree under one run.json."""
+    path = out_root / RUN_INFO_NAME
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        raise RunError(f"{path} is unreadable: cannot check that --resume continues the same run; "
+                       "use --overwrite to start again") from None
+    if not isinstance(before, dict):
+        raise RunError(f"{path} is not a maskprep run.json; use --overwrite to start again")
+    changes = []
+    if before.get("stage") != stage:
+        changes.append(f"stage {before.get('stage')} -> {stage}")
+    if before.get("input") not in (None, str(in_root)):
+        changes.append(f"input {before.get('input')} -> {in_root}")
+    if before.get("seed") != seed:
+        changes.append(f"--seed {before.get('seed')} -> {seed}")
+    old, new = before.get("params") or {}, _normalised(dict(params))
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            changes.append(f"{key} {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}")
+    if changes:
+        raise RunError(f"--resume with other options than the run that wrote {out_root} "
+                       f"({'; '.join(changes)}): re-run with the same options to finish it, or use "
+                       "--overwrite to start again")
+
+
+def remove_recorded_outputs(out_root: Path) -> int:
+    """Delete the files an earlier run recorded as its outputs (for ``--overwrite``): left behind, a
+    variant the new run does not write would sit in the tree with no record and pass for data.
+    Files the manifest does not name (the user's own) are kept. Returns how many were deleted."""
+    try:
+        records = read_manifest(out_root / MANIFEST_NAME)
+    except ManifestError:
+        return 0   # a damaged manifest cannot say what is ours: delete nothing
+    removed = 0
+    folders: set[Path] = set()
+    for rec in records:
+        if rec.status != "ok" or not rec.output or not safe_rel(rec.output):
+            continue
+        path = out_root / rec.output
+        try:
+            # Only a file that really lies inside OUT: never follow a link in the folders above it.
+            if path.parent.resolve() != out_root.joinpath(*PurePosixPath(rec.output).parts[:-1]):
+                continue
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+                removed += 1
+                folders.add(path.parent)
+        except OSError:
+            continue
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        while folder != out_root and out_root in folder.parents:
+            try:
+                folder.rmdir()   # only folders the deletions left empty
+            except OSError:
+                break
+            folder = folder.parent
+    return removed
 
 
 def relative_to_root(path: Path, root: Path) -> str:
@@ -357,8 +566,10 @@ def _write_run_info(out_root: Path, stage: str, input_dir: Path, params: Mapping
         info.update(inputs=summary.inputs, outputs=summary.outputs, skipped=summary.skipped,
                     failed=summary.failed, resumed=summary.resumed, reasons=dict(summary.reasons),
                     seconds=round(summary.seconds, 3))
-    write_bytes_atomic(out_root / RUN_INFO_NAME,
-                       json.dumps(info, indent=2, default=str, ensure_ascii=False).encode("utf-8"))
+    # backslashreplace: a non-UTF-8 path (surrogate escapes) is written as the JSON escape \\udcXX,
+    # which reads back as the same string.
+    text = json.dumps(info, indent=2, default=str, ensure_ascii=False)
+    write_bytes_atomic(out_root / RUN_INFO_NAME, text.encode("utf-8", errors="backslashreplace"))
 
 
 def output_rel(job: Job, variant: str = "", ext: str | None = None) -> str:

@@ -1,10 +1,36 @@
-"""A deliberately slow stage used by the Ctrl-C test (imported in a subprocess)."""
+"""Stages that stop or kill themselves on cue, for the Ctrl-C and dead-worker tests (run in a
+subprocess). Nothing here waits on the clock: a gated file blocks until the test opens the gate."""
+import os
+import signal
 import time
+from pathlib import Path
 
 from maskprep.images import read_image
 from maskprep.runner import Job, Produced, output_rel
 
 
-def slow_copy(job: Job) -> list[Produced]:
-    time.sleep(0.15)
+def _copy(job: Job) -> list[Produced]:
     return [Produced(rel=output_rel(job, "copy"), data=read_image(job.source), variant="copy")]
+
+
+def gated_copy(job: Job) -> list[Produced]:
+    """Copies the first ``params['free']`` files (by name) at once; the others wait until the file
+    ``params['gate']`` exists, so a run is interrupted part-way however fast the machine is."""
+    if sorted(job.params["names"]).index(job.rel) >= job.params["free"]:
+        gate = Path(job.params["gate"])
+        while not gate.exists():
+            time.sleep(0.02)   # polling a file, not timing anything
+    return _copy(job)
+
+
+def killing_copy(job: Job) -> list[Produced]:
+    """Kills its own worker with SIGKILL (as the OOM killer does) on the files named in
+    ``params['kill']``: always, or only the first time when ``params['once']`` names a marker folder."""
+    if job.rel in job.params["kill"]:
+        once = job.params.get("once")
+        marker = Path(once, job.rel.replace("/", "_")) if once else None
+        if marker is None or not marker.exists():
+            if marker is not None:
+                marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return _copy(job)

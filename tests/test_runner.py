@@ -156,30 +156,45 @@ def test_interrupted_run_resumes_and_finishes_the_rest(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_on_a_pool_leaves_whole_files_and_a_usable_manifest(tmp_path: Path) -> None:
+    """Ctrl-C part-way through a pooled run. Files after the 4th wait at a gate until the test opens
+    it, so the run is always part-way when SIGINT arrives, however busy the machine is."""
     data, out = tmp_path / "data", tmp_path / "out"
     rng = np.random.default_rng(0)
-    for i in range(40):
-        (data / f"d{i:02d}").mkdir(parents=True)
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(data / f"d{i:02d}" / "x.png")
+    names = [f"d{i:02d}/x.png" for i in range(40)]
+    for name in names:
+        (data / name).parent.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(data / name)
+    gate = tmp_path / "gate"
     script = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import slow_stage; "
               f"from maskprep.runner import run_stage; "
-              f"run_stage('slow', {str(data)!r}, {str(out)!r}, slow_stage.slow_copy, workers=2, "
-              f"resume=True, progress=False)")
+              f"run_stage('slow', {str(data)!r}, {str(out)!r}, slow_stage.gated_copy, workers=2, "
+              f"params={{'names': {names!r}, 'free': 4, 'gate': {str(gate)!r}}}, resume=True, "
+              f"progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline and len(read_manifest(out)) < 4:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+    try:
+        # Records come in input order, so exactly the 4 free files get recorded; the wait ends
+        # on that event (the deadline only stops a broken run from hanging the suite).
+        deadline = time.monotonic() + 300
+        while len(read_manifest(out)) < 4 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) != 0, "the interrupted run says so in its exit status"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     done = read_manifest(out)
-    assert 4 <= len(done) < 40, "interrupted part-way"
+    assert [r.source for r in done] == names[:4], "interrupted part-way, the finished files recorded"
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     assert not list(out.rglob(".maskprep-tmp-*")), "no half-written file is left"
     for rec in done:
         assert read_image(out / rec.output).shape == (64, 64, 3)
-    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    gate.touch()
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
     assert finished.returncode == 0, finished.stderr.decode()[-2000:]
     records = read_manifest(out)
-    assert sorted(r.source for r in records) == sorted(f"d{i:02d}/x.png" for i in range(40))
+    assert sorted(r.source for r in records) == names
+    assert all((out / r.output).is_file() for r in records)
 
 
 def test_manifest_helpers() -> None:
