@@ -6,7 +6,6 @@ alpha) and broken files are handled once, the same way, with one exception type 
 from __future__ import annotations
 
 import errno
-import functools
 import io
 import os
 import stat
@@ -275,9 +274,16 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
 def _umask() -> int:
-    """The process umask, read once (reading it means setting it, so set it straight back)."""
+    """The process umask: from /proc on Linux (reading it with os.umask means setting it, which
+    would race with other threads creating files), else by setting it and straight back."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -412,7 +412,7 @@ def process(job: Job) -> list[Produced]:
         if skipped:
             info["faces_skipped"] = [dict(e, reason=r) for _, e, r in skipped]
         if p.get("save_alpha"):
-            info["alpha"] = f"{ALPHA_DIR}/{output_rel(job, variant, '.png')}"
+            info["alpha"] = alpha_rel(rel)
         produced.append(Produced(rel=rel, data=out, variant=variant, info=info,
                                  params={"type": mask_type, "wear": wear,
                                          "color": sorted({d["color"] for d in details}),
@@ -426,6 +426,13 @@ def process(job: Job) -> list[Produced]:
         produced.append(Produced(rel="", data=b"", status="skipped", reason=reason,
                                  info={"face": entry}))
     return produced
+
+
+def alpha_rel(output: str) -> str:
+    """Where the coverage label of ``output`` goes: ``.alpha/<output>``, with ``.png`` added to a
+    name that is not a PNG (``a__v.jpg`` -> ``.alpha/a__v.jpg.png``). Keeping the whole name keeps
+    the labels of ``a.jpg`` and ``a.png`` apart; swapping the extension made them one file."""
+    return f"{ALPHA_DIR}/{output}" if output.lower().endswith(".png") else f"{ALPHA_DIR}/{output}.png"
 
 
 def synth_masks(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
