@@ -121,7 +121,7 @@ def _special_reason(path: Path) -> str:
             return "dangling symlink"
         return "symlink loop" if exc.errno == errno.ELOOP else f"unreadable: {_os_reason(exc)}"
     if stat.S_ISDIR(mode):
-        return "a folder with an image name"
+        return "a folder, not a file"
     if stat.S_ISFIFO(mode):
         return "not a regular file (FIFO)"
     if stat.S_ISSOCK(mode):

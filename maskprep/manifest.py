@@ -139,10 +139,12 @@ class ManifestWriter:
 
 
 def drop_incomplete_last_line(path: str | os.PathLike) -> bool:
-    """Cut a manifest back to its last complete line (one ending in a newline); True when it cut.
+    """Cut a manifest back to before its last, unfinished write; True when it cut.
 
-    The writer writes each input's records in one ``write`` ending in ``\n``, so bytes after the
-    last newline are a write that did not finish; their input is redone by ``--resume``.
+    The writer writes each input's records in one ``write`` ending in ``\\n``, so bytes after the
+    last newline are a write that did not finish. Its first lines may have landed whole, so the
+    complete lines of the last complete line's source go too: that input is redone whole by
+    ``--resume`` (at worst an input that was finished is redone, to the same bytes).
     """
     try:
         with open(path, "rb+") as fh:
@@ -152,21 +154,31 @@ def drop_incomplete_last_line(path: str | os.PathLike) -> bool:
             fh.seek(size - 1)
             if fh.read(1) == b"\n":
                 return False
-            # Walk back to the last newline (a cut line is at most one input's records long).
-            pos, block = size, 1 << 16
-            while pos > 0:
-                start = max(0, pos - block)
-                fh.seek(start)
-                chunk = fh.read(pos - start)
-                k = chunk.rfind(b"\n")
-                if k >= 0:
-                    fh.truncate(start + k + 1)
-                    return True
-                pos = start
-            fh.truncate(0)
+            # One input's records are a few KB; the window is generous and bounded.
+            start = max(0, size - _TAIL_WINDOW)
+            fh.seek(start)
+            tail = fh.read()
+            lines = tail.split(b"\n")[:-1]   # complete lines (the first may be partial if start > 0)
+            keep = len(lines)
+            last_source = _source_of(lines[-1]) if lines else None
+            while keep > (1 if start > 0 else 0) and last_source is not None \
+                    and _source_of(lines[keep - 1]) == last_source:
+                keep -= 1
+            fh.truncate(start + sum(len(line) + 1 for line in lines[:keep]) if lines else start)
             return True
     except FileNotFoundError:
         return False
+
+
+_TAIL_WINDOW = 1 << 22
+
+
+def _source_of(line: bytes) -> str | None:
+    try:
+        data = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return data.get("source") if isinstance(data, dict) else None
 
 
 def read_manifest(path: str | os.PathLike) -> list[Record]:

@@ -36,12 +36,14 @@ from maskprep.manifest import (
     ManifestError,
     ManifestWriter,
     Record,
+    drop_incomplete_last_line,
     latest_attempts,
     origin_map,
     read_manifest,
     safe_rel,
     variant_path,
 )
+from maskprep.outpaths import is_inside
 
 # The reason recorded for an input whose worker process died twice (once in the pool, once alone):
 # the kernel's OOM killer is the usual cause, a crash in a native library the other.
@@ -141,9 +143,8 @@ def check_folders(input_dir: Path, output_dir: Path, overwrite: bool, resume: bo
     if not input_dir.is_dir():
         raise RunError(f"input {input_dir} is a file, not a folder: every stage reads a tree, so "
                        "pass the folder that holds it")
-    inp = input_dir.resolve()
     out = output_dir.resolve()
-    if out == inp or inp in out.parents:
+    if is_inside(out, input_dir):
         raise RunError(f"output folder {output_dir} is inside the input {input_dir}: "
                        "a stage never writes into its input; choose a folder elsewhere")
     if out.is_file():
@@ -410,6 +411,8 @@ def run_stage(
     else:
         sources, unlisted = scan_images(in_root)
     upstream = origin_map(in_root)
+    if resume:   # an unfinished last write is cut off first, so its input counts as not done
+        drop_incomplete_last_line(out_root / MANIFEST_NAME)
     done = _completed_sources(out_root) if resume else set()
     jobs = []
     for path in sources:

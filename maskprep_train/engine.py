@@ -332,6 +332,9 @@ def resolve_out_dir(cfg: TrainConfig) -> Path:
         out = Path(cfg.out)
     else:
         out = Path("runs") / f"{Path(cfg.data).resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from maskprep.outpaths import check_output_dir
+    # Not inside DATA or --test: curves.png in a class folder would be read as a photo next time.
+    check_output_dir(out, "--out", reads=[cfg.data, cfg.test])
     if (out / METRICS_NAME).exists() and not cfg.overwrite:
         raise ValueError(f"{out} already holds a training report; pass --overwrite or another --out")
     return out

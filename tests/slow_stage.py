@@ -24,13 +24,14 @@ def gated_copy(job: Job) -> list[Produced]:
 
 
 def killing_copy(job: Job) -> list[Produced]:
-    """Kills its own worker with SIGKILL (as the OOM killer does) on the files named in
-    ``params['kill']``: always, or only the first time when ``params['once']`` names a marker folder."""
+    """Kills its own worker with SIGKILL (as the OOM killer does): every time on the files named in
+    ``params['kill']``, only the first time on those in ``params['kill_once']`` (a marker file in
+    the folder ``params['marks']`` remembers)."""
     if job.rel in job.params["kill"]:
-        once = job.params.get("once")
-        marker = Path(once, job.rel.replace("/", "_")) if once else None
-        if marker is None or not marker.exists():
-            if marker is not None:
-                marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    if job.rel in job.params["kill_once"]:
+        marker = Path(job.params["marks"], job.rel.replace("/", "_"))
+        if not marker.exists():
+            marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
     return _copy(job)

@@ -52,11 +52,12 @@ def _parse_fail_on(ctx: click.Context, param: click.Parameter, value: str | None
               show_default=True, help="Flag a split whose largest class is this many times its smallest.")
 @click.option("--workers", "-j", type=click.IntRange(min=0), default=0,
               help=f"Processes that read and hash images (default: all cores, here {default_workers()}).")
+@click.option("--overwrite", is_flag=True, help="Replace existing --json/--html files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @friendly_errors
 def command(data: Path, json_path: Path | None, html_path: Path | None, fail_on: list[str], identity: bool,
             near_threshold: int, min_side: int, max_aspect: float, max_imbalance: float, workers: int,
-            quiet: bool) -> None:
+            overwrite: bool, quiet: bool) -> None:
     """Audit DATA: class balance, bad files, duplicates, train/val/test leakage.
 
     DATA holds class/ folders, or split/class/ folders (train, val/valid, test), found automatically;
@@ -83,6 +84,10 @@ def command(data: Path, json_path: Path | None, html_path: Path | None, fail_on:
 
     if not data.is_dir():
         raise InputError(f"{data}: no such folder")
+    from maskprep.outpaths import check_report_path
+    for option, path in (("--json", json_path), ("--html", html_path)):
+        if path is not None:   # checked before the audit runs, not after it
+            check_report_path(path, option, reads=[data], replace=overwrite)
     report = audit(data, near_threshold=near_threshold, identity=identity, workers=workers or None,
                    progress=False if quiet else None, min_side=min_side, max_aspect=max_aspect,
                    max_imbalance=max_imbalance)

@@ -35,7 +35,7 @@ from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS
                    f"do not take the labels for photos).")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a contact sheet (PNG) of originals beside their masked versions, "
-                   "for a person to look at.")
+                   "for a person to look at. Not inside IN or OUT; an existing file needs --overwrite.")
 @click.option("--preview-count", type=click.IntRange(min=1), default=12, show_default=True,
               help="How many photos the contact sheet shows.")
 @click.option("--min-face", type=float, default=DEFAULT_MIN_FACE, show_default=True,
@@ -85,10 +85,13 @@ def command(input_dir: Path, output_dir: Path, types: str, wear: str, per_image:
 
     if preview is not None:   # refuse an unwritable sheet name before the run, not after it
         from maskprep.images import save_format
+        from maskprep.outpaths import check_report_path
         try:
             save_format(preview)
         except ValueError as exc:
             raise InputError(f"--preview {preview}: {exc} (use .png or .jpg)") from None
+        # Not inside IN or OUT (the sheet would be taken for a photo); a resumed run redraws its own.
+        check_report_path(preview, "--preview", reads=[input_dir, output_dir], replace=overwrite or resume)
     summary = run_and_report(lambda: synth_masks(
         input_dir, output_dir, types=types, wear=wear, per_image=per_image, color=color,
         pattern=pattern, save_alpha=save_alpha, min_face=min_face, max_yaw=max_yaw,
