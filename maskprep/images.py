@@ -191,6 +191,38 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     return decode_image(data, max_pixels=max_pixels, name=path)
 
 
+def probe_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """``(width, height)`` from the file's header, without decoding the pixels: a cheap check that
+    the file can be opened as an image. Raises :class:`ImageReadError` with the reasons of
+    :func:`read_image` (a file cut short inside its pixel data still passes)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageReadError(_special_reason(path), path)
+        if st.st_size == 0:
+            raise ImageReadError("empty file", path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                width, height = img.size
+    except FileNotFoundError:
+        raise ImageReadError("dangling symlink" if path.is_symlink() else "missing", path) from None
+    except UnidentifiedImageError:
+        raise ImageReadError("not an image", path) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError("too large", path, str(exc)) from None
+    except OSError as exc:
+        raise ImageReadError(_os_reason(exc) if exc.errno else "corrupt", path, str(exc)) from None
+    except (ValueError, SyntaxError) as exc:
+        raise ImageReadError("corrupt", path, str(exc)) from None
+    if width * height > max_pixels:
+        raise ImageReadError("too large", path, f"{width}x{height} > {max_pixels} pixels")
+    if width == 0 or height == 0:
+        raise ImageReadError("corrupt", path, "zero-sized image")
+    return width, height
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                  name: str | os.PathLike | None = None) -> np.ndarray:
     """Decode image bytes the same way :func:`read_image` reads a file."""

@@ -19,6 +19,7 @@ import numpy as np
 from maskprep_train import distributed as D
 from maskprep_train.data import (
     AUGMENTATIONS,
+    DataError,
     ImageDataset,
     Sample,
     class_weights,
@@ -290,11 +291,67 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{path}: not a maskprep-train checkpoint (use --weights PATH to start "
                            "training from a plain state_dict)")
+    problem = _checkpoint_problem(ckpt)
+    if problem:
+        raise WeightsError(f"{path}: damaged maskprep-train checkpoint: {problem}")
     model = build_model(ckpt["arch"], len(ckpt["classes"]), "none")
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: damaged maskprep-train checkpoint: weights do not fit a "
+                           f"{ckpt['arch']} with {len(ckpt['classes'])} classes ({first[:200]})") from None
     model.eval()
     meta = {k: v for k, v in ckpt.items() if k != "model"}
     return model, meta
+
+
+def _checkpoint_problem(ckpt: dict[str, Any]) -> str:
+    """What is wrong with a checkpoint's fields ('' when nothing): each would otherwise surface as
+    a traceback somewhere in model building or preprocessing."""
+    if not isinstance(ckpt.get("model"), dict):
+        return "no 'model' weights"
+    if ckpt.get("arch") not in ARCHS:
+        return f"'arch' must be one of {', '.join(ARCHS)}, not {ckpt.get('arch')!r}"
+    classes = ckpt.get("classes")
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)
+            and len(set(classes)) == len(classes)):
+        return "'classes' must be a list of at least 2 distinct class names"
+    size = ckpt.get("img_size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= 4096:
+        return f"'img_size' must be a whole number of pixels from 32 to 4096, not {size!r}"
+    return ""
+
+
+def _readable_training_files(ds: Any, say: Callable[[str], None]) -> dict[str, int]:
+    """Drop training samples whose file cannot be opened as an image (checked from the header:
+    cheap), say so, and refuse a class left with no readable training image. Returns
+    ``{reason: count}`` of the dropped files.
+
+    Without this the class counts and class weights included files that never reach the model,
+    and a class of unreadable files still got a verdict. (Unreadable val/test files are counted
+    in their split's final metrics.)
+    """
+    from collections import Counter
+
+    from maskprep.images import ImageReadError, probe_image
+    kept, reasons = [], Counter()
+    for sample in ds.splits.get("train", []):
+        try:
+            probe_image(sample.path)
+            kept.append(sample)
+        except ImageReadError as exc:
+            reasons[exc.reason] += 1
+    if reasons:
+        ds.splits["train"] = kept
+        say(f"skipped {sum(reasons.values())} unreadable training file(s): "
+            + ", ".join(f"{n} {r}" for r, n in reasons.most_common()))
+    present = {s.label for s in kept}
+    empty = [c for i, c in enumerate(ds.classes) if i not in present]
+    if empty:
+        raise DataError(f"{ds.root}: class {', '.join(map(repr, empty))} has no readable training "
+                        "image; fix or remove its files, or remove the class folder")
+    return dict(reasons)
 
 
 # ----------------------------------------------------------------------------- the fit
@@ -360,6 +417,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         ds = load_dataset(cfg.data, cfg.test, cfg.val_fraction, cfg.seed)
         n_classes = len(ds.classes)
         say = log if info.is_main else (lambda s: None)
+        unreadable = _readable_training_files(ds, say)
         say(f"classes: {', '.join(ds.classes)}; {ds.split_source}")
         for split, counts in ds.counts().items():
             say(f"  {split:5s} " + "  ".join(f"{c}={n}" for c, n in counts.items()))
@@ -414,6 +472,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                                             cfg.batch_size, workers, info)
             final[split] = summarize(y, probs, _loss_of(probs, y, weights))
             final[split]["unreadable"] = len(samples) - len(idx)
+            if split == "train":   # with the files left out before training
+                final[split]["unreadable"] += sum(unreadable.values())
             if split in ("val", "test"):
                 final[split]["_roc_inputs"] = (y, probs)
         result = {

@@ -327,3 +327,52 @@ def test_scan_lists_the_same_files_as_before(tmp_path: Path) -> None:
     files, unlisted = scan_images(data)
     assert [f.relative_to(data.resolve()).as_posix() for f in files] == ["a/y.JPG", "b/x.jpg"]
     assert unlisted == []
+
+
+# ------------------------------------------------------------------ 11. trainer and unreadable files
+
+def test_train_refuses_a_class_with_no_readable_image_and_says_what_it_skipped(tmp_path: Path) -> None:
+    from maskprep_train.engine import TrainConfig, fit
+
+    data = _tree(tmp_path / "data", [f"with/{i}.jpg" for i in range(4)] + [f"without/{i}.jpg" for i in range(2)])
+    for i in range(2):
+        (data / "without" / f"{i}.jpg").write_bytes(b"\xff\xd8 not really")
+    (data / "without" / "empty.jpg").write_bytes(b"")
+    lines: list[str] = []
+    with pytest.raises(ValueError, match="'without' has no readable training image"):
+        fit(TrainConfig(data=str(data), out=str(tmp_path / "o"), weights="none", arch="resnet18",
+                        img_size=32, epochs=1, log=lines.append))
+    # (one of the three may have gone to the validation split)
+    assert any(line.startswith("skipped ") and "unreadable training file(s)" in line and "not an image"
+               in line for line in lines), lines
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ 12. malformed checkpoints
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda c: c.pop("model"), "no 'model' weights"),
+    (lambda c: c.pop("classes"), "'classes' must be"),
+    (lambda c: c.update(img_size=0), "'img_size' must be"),
+    (lambda c: c.update(img_size="224"), "'img_size' must be"),
+    (lambda c: c.update(arch="vgg"), "'arch' must be"),
+    (lambda c: c.update(classes=["a", "b", "c"]), "weights do not fit"),
+])
+def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path: Path, damage, words) -> None:
+    import torch
+
+    from maskprep_train.cli import cli as train_cli
+    from maskprep_train.engine import CHECKPOINT_FORMAT
+    from maskprep_train.model import build_model
+
+    model = build_model("resnet18", 2, "none")
+    ckpt = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "arch": "resnet18",
+            "classes": ["with", "without"], "img_size": 64, "epoch": 1, "val": {}}
+    damage(ckpt)
+    torch.save(ckpt, tmp_path / "best.pt")
+    photo = _photos(1)[0]
+    for args in (["predict", str(tmp_path / "best.pt"), str(photo)],
+                 ["evaluate", str(tmp_path / "best.pt"), str(photo.parent.parent)]):
+        result = CliRunner().invoke(train_cli, args)
+        assert result.exit_code == 2 and words in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
