@@ -242,12 +242,12 @@ def _completed_sources(out_root: Path) -> set[str]:
     return {src for src, recs in latest.items() if all(finished(r) for r in recs)}
 
 
-def _executor(processes: int, initializer: Callable, initargs: tuple) -> ProcessPoolExecutor:
+def _executor(processes: int, initializer: Callable | None, initargs: tuple) -> ProcessPoolExecutor:
     """A process pool that, unlike ``multiprocessing.Pool``, notices a worker that dies (kill -9, the
     OOM killer): its tasks raise ``BrokenProcessPool`` instead of waiting forever.
 
-    Forked like :func:`process_pool` (the caller keeps OpenCV's pool at one thread while it maps, see
-    :func:`map_jobs`); with the fork method the executor starts all its workers at the first submit.
+    Forked like :func:`process_pool` (:func:`ordered_map` keeps OpenCV's pool at one thread while it
+    maps); with the fork method the executor starts all its workers at the first submit.
     """
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     return ProcessPoolExecutor(processes, mp_context=ctx, initializer=initializer, initargs=initargs)
@@ -265,44 +265,54 @@ def _stop_executor(executor: ProcessPoolExecutor, kill: bool) -> None:
     executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _died_record(job: Job, stage: str) -> list[Record]:
-    return [Record(stage=stage, source=job.rel, origin=job.origin, status="failed", reason=WORKER_DIED,
-                   seed=job.seed)]
-
-
-def _one_alone(job: Job, initargs: tuple) -> list[Record]:
-    """Run one job in a fresh one-worker pool; a second death records it as failed."""
-    executor = _executor(1, _init_worker, initargs)
+def _one_alone(func: Callable, item: Any, initializer: Callable | None, initargs: tuple,
+               on_lost: Callable[[Any], Any]) -> Any:
+    """``func(item)`` in a fresh one-worker pool; ``on_lost(item)`` when that worker dies too."""
+    executor = _executor(1, initializer, initargs)
     try:
-        return executor.submit(_run_one, job).result()
+        return executor.submit(func, item).result()
     except BrokenProcessPool:
-        return _died_record(job, initargs[2])
+        return on_lost(item)
     finally:
         _stop_executor(executor, kill=False)
 
 
-def _pool_map(jobs: Sequence[Job], workers: int, initargs: tuple) -> Iterator[list[Record]]:
-    """Each job's records, in job order, computed by ``workers`` processes.
+def ordered_map(func: Callable[[Any], Any], items: Sequence[Any], workers: int,
+                initializer: Callable | None, initargs: tuple,
+                on_lost: Callable[[Any], Any]) -> Iterator[Any]:
+    """``func(item)`` for each item, in item order, from ``workers`` forked processes.
 
-    Results that arrive early wait in a buffer, so the manifest's order does not depend on the
-    number of workers or on timing. When a worker dies, the jobs that were running are redone one
-    at a time in a fresh pool (a job killed by a neighbour's memory use then succeeds; the job
-    that kills its worker again is recorded as failed), and the rest go on in a new pool.
+    ``func`` and ``initializer`` must be module-level functions. Results that arrive early wait in a
+    buffer, so the order never depends on the number of workers or on timing. When a worker dies
+    (kill -9, the OOM killer), the items that were running are redone one at a time in a fresh pool
+    (an item killed by a neighbour's memory use then succeeds; one that kills its worker again
+    gives ``on_lost(item)``, called here in the parent), and the rest go on in a new pool.
+    On Ctrl-C the workers are stopped, the results already in are yielded (in order), and
+    KeyboardInterrupt is raised again.
     """
+    # A child forked while OpenCV's thread pool is alive hangs on its first parallel cv2 call; a new
+    # pool after a dead worker forks again, so OpenCV stays at one thread for the whole map (this
+    # process only collects results meanwhile).
+    try:
+        import cv2
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        cv2 = None
     window = 2 * workers   # enough queued work to keep every worker busy
-    buffered: dict[int, list[Record]] = {}
+    buffered: dict[int, Any] = {}
     emitted = 0
-    position = 0           # next job to submit
+    position = 0           # next item to submit
     executor: ProcessPoolExecutor | None = None
     try:
-        while emitted < len(jobs):
+        while emitted < len(items):
             if executor is None:
-                executor = _executor(min(workers, len(jobs) - position) or 1, _init_worker, initargs)
+                executor = _executor(max(1, min(workers, len(items) - position)), initializer, initargs)
             inflight: dict[Any, int] = {}
             suspects: list[int] = []
-            while (position < len(jobs) or inflight) and not suspects:
-                while position < len(jobs) and len(inflight) < window:
-                    inflight[executor.submit(_run_one, jobs[position])] = position
+            while (position < len(items) or inflight) and not suspects:
+                while position < len(items) and len(inflight) < window:
+                    inflight[executor.submit(func, items[position])] = position
                     position += 1
                 done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -324,7 +334,7 @@ def _pool_map(jobs: Sequence[Job], workers: int, initargs: tuple) -> Iterator[li
                 _stop_executor(executor, kill=True)
                 executor = None
                 for index in sorted(suspects):
-                    buffered[index] = _one_alone(jobs[index], initargs)
+                    buffered[index] = _one_alone(func, items[index], initializer, initargs, on_lost)
                 while emitted in buffered:
                     yield buffered.pop(emitted)
                     emitted += 1
@@ -332,13 +342,15 @@ def _pool_map(jobs: Sequence[Job], workers: int, initargs: tuple) -> Iterator[li
         if executor is not None:
             _stop_executor(executor, kill=True)
             executor = None
-        # Files of finished jobs are on disk: record them (in job order) before stopping.
+        # What finished is on disk: hand it over (in order) before stopping.
         for index in sorted(buffered):
             yield buffered.pop(index)
         raise
     finally:
         if executor is not None:
             _stop_executor(executor, kill=True)
+        if cv2 is not None:
+            cv2.setNumThreads(threads)
 
 
 def map_jobs(jobs: Sequence[Job], workers: int, process: Callable, out_root: Path, stage: str,
@@ -350,20 +362,13 @@ def map_jobs(jobs: Sequence[Job], workers: int, process: Callable, out_root: Pat
         for job in jobs:
             yield _run_one(job)
         return
-    # A child forked while OpenCV's thread pool is alive hangs on its first parallel cv2 call; the
-    # pool may fork again (a new pool after a worker died), so OpenCV stays at one thread here for
-    # the whole map; this process only collects records meanwhile.
-    try:
-        import cv2
-        threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover
-        cv2 = None
-    try:
-        yield from _pool_map(jobs, workers, (process, out_root, stage, jpeg_quality))
-    finally:
-        if cv2 is not None:
-            cv2.setNumThreads(threads)
+
+    def lost(job: Job) -> list[Record]:
+        return [Record(stage=stage, source=job.rel, origin=job.origin, status="failed",
+                       reason=WORKER_DIED, seed=job.seed)]
+
+    yield from ordered_map(_run_one, jobs, workers, _init_worker,
+                           (process, out_root, stage, jpeg_quality), lost)
 
 
 def _progress(total: int, desc: str, enabled: bool | None):

@@ -252,7 +252,7 @@ def test_command_writes_variants_alpha_manifest_and_preview(identities, shared_d
     assert (out / "barack_obama" / "obama2__surgical_nose-out.jpg").is_file()
     assert (out / "barack_obama" / "obama2__kf94_nose-out.jpg").is_file()
     assert (out / "alex_lacamoire" / "alex-lacamoire__kf94_nose-out.png").is_file()
-    alpha = read_image(out / ".alpha" / "multi" / "two_people__surgical_nose-out.png")
+    alpha = read_image(out / ".alpha" / "multi" / "two_people__surgical_nose-out.jpg.png")  # the whole name + .png
     assert alpha.max() == 255 and (alpha > 127).mean() > 0.01
     records = read_manifest(out)
     by_source = {}

@@ -231,7 +231,7 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: 
     """
     from tqdm import tqdm
 
-    from maskprep.runner import default_workers, process_pool
+    from maskprep.runner import WORKER_DIED, default_workers, ordered_map
 
     root = Path(root).resolve()
     paths = list_images(root)
@@ -249,12 +249,12 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: 
                 entries.append(_scan_job(job))
                 bar.update(1)
         else:
-            pool = process_pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(identity,))
-            with pool:
-                chunk = 1 if identity else max(1, min(32, len(jobs) // (workers * 8)))
-                for entry in pool.imap(_scan_job, jobs, chunksize=chunk):
-                    entries.append(entry)
-                    bar.update(1)
+            # ordered_map, not a multiprocessing.Pool: a worker killed by the OOM killer is noticed.
+            def lost(job: tuple) -> FileEntry:
+                return FileEntry(rel=job[1], split=job[2], label=job[3], error=WORKER_DIED)
+            for entry in ordered_map(_scan_job, jobs, min(workers, len(jobs)), _init_worker, (identity,), lost):
+                entries.append(entry)
+                bar.update(1)
     finally:
         bar.close()
     origins, manifests = read_origins(root)
