@@ -147,6 +147,10 @@ def check_folders(input_dir: Path, output_dir: Path, overwrite: bool, resume: bo
     if is_inside(out, input_dir):
         raise RunError(f"output folder {output_dir} is inside the input {input_dir}: "
                        "a stage never writes into its input; choose a folder elsewhere")
+    if is_inside(input_dir, out):
+        # OUT/<rel> could then be one of IN's own files, and later stages would read IN as output.
+        raise RunError(f"input {input_dir} is inside the output folder {output_dir}: a stage writes "
+                       "a new tree beside its input; choose an output folder elsewhere")
     if out.is_file():
         raise RunError(f"output {output_dir} is a file, not a folder")
     if overwrite and resume:
@@ -229,9 +233,9 @@ def process_pool(processes: int, initializer: Callable | None = None, initargs: 
         cv2.setNumThreads(threads)
 
 
-def _completed_sources(out_root: Path) -> set[str]:
-    """Inputs whose latest attempt's records are all ok (with the file present) or skipped: nothing
-    left to do."""
+def _completed_sources(out_root: Path) -> dict[str, list[Record]]:
+    """``{input: its latest records}`` for inputs whose latest attempt's records are all ok (with
+    the file present) or skipped: nothing left to do."""
     latest = latest_attempts(read_manifest(out_root / MANIFEST_NAME))
 
     def finished(rec: Record) -> bool:
@@ -239,7 +243,7 @@ def _completed_sources(out_root: Path) -> set[str]:
             return True
         return rec.status == "ok" and rec.output is not None and (out_root / rec.output).is_file()
 
-    return {src for src, recs in latest.items() if all(finished(r) for r in recs)}
+    return {src: recs for src, recs in latest.items() if all(finished(r) for r in recs)}
 
 
 def _executor(processes: int, initializer: Callable | None, initargs: tuple) -> ProcessPoolExecutor:
@@ -418,7 +422,7 @@ def run_stage(
     upstream = origin_map(in_root)
     if resume:   # an unfinished last write is cut off first, so its input counts as not done
         drop_incomplete_last_line(out_root / MANIFEST_NAME)
-    done = _completed_sources(out_root) if resume else set()
+    done = _completed_sources(out_root) if resume else {}
     jobs = []
     for path in sources:
         rel = relative_to_root(path, in_root)
@@ -435,7 +439,8 @@ def run_stage(
     started = time.perf_counter()
     _write_run_info(out_root, stage, input_dir, params, seed, workers, status="running")
     writer = ManifestWriter(out_root / MANIFEST_NAME, truncate=overwrite or not resume)
-    claimed: dict[str, str] = {}   # output -> the source that wrote it in this run
+    # output -> the input that wrote it (in this run, or in the run a --resume finishes)
+    claimed = {r.output: src for src, recs in done.items() for r in recs if r.output is not None}
 
     def take(records: list[Record]) -> None:
         for i, rec in enumerate(records):

@@ -192,6 +192,24 @@ def test_report_paths_inside_an_input_or_over_a_file_are_refused(tmp_path: Path)
     assert photo.read_bytes() == before
 
 
+def test_an_input_inside_the_output_folder_is_refused(tmp_path: Path) -> None:
+    """OUT/<rel> could be one of IN's own files then (only OUT inside IN was refused)."""
+    data = _tree(tmp_path / "out" / "data", ["data/a.jpg", "a.jpg"])
+    before = (data / "a.jpg").read_bytes()
+    result = _augment(str(data), str(tmp_path / "out"), "--flip", "--overwrite")
+    assert result.exit_code == 2 and "inside the output folder" in result.output, result.output
+    assert (data / "a.jpg").read_bytes() == before
+
+
+def test_a_resumed_run_also_refuses_a_name_clash_with_the_first_part(tmp_path: Path) -> None:
+    data, out = _tree(tmp_path / "data", ["cls/a.jpg"]), tmp_path / "out"
+    run_stage("x", data, out, one_name_stage, workers=1, progress=False)
+    shutil.copyfile(data / "cls" / "a.jpg", data / "cls" / "a.png")
+    run_stage("x", data, out, one_name_stage, workers=1, resume=True, progress=False)
+    statuses = {r.source: (r.status, r.reason) for r in read_manifest(out)}
+    assert statuses == {"cls/a.jpg": ("ok", ""), "cls/a.png": ("failed", "output name clash")}
+
+
 def test_train_out_inside_the_data_is_refused(tmp_path: Path) -> None:
     from maskprep_train.cli import cli as train_cli
 
