@@ -163,13 +163,24 @@ def check_folders(input_dir: Path, output_dir: Path, overwrite: bool, resume: bo
 def _write_outputs(job: Job, produced: Sequence[Produced], out_root: Path, stage: str,
                    jpeg_quality: int) -> list[Record]:
     records = []
+    written: list[Path] = []
     for item in produced:
         if item.status == "ok":
             dest = out_root / item.rel
-            if isinstance(item.data, (bytes, bytearray)):
-                write_bytes_atomic(dest, bytes(item.data))
-            else:
-                write_image(dest, item.data, jpeg_quality=jpeg_quality)
+            try:
+                if isinstance(item.data, (bytes, bytearray)):
+                    write_bytes_atomic(dest, bytes(item.data))
+                else:
+                    write_image(dest, item.data, jpeg_quality=jpeg_quality)
+            except BaseException:
+                # The input fails whole: no output of it stays on disk without a record.
+                for path in written:
+                    try:
+                        path.unlink()
+                    except OSError:
+                        pass
+                raise
+            written.append(dest)
         records.append(Record(
             stage=stage, source=job.rel, origin=job.origin, status=item.status,
             output=item.rel if item.status == "ok" else None, reason=item.reason,
@@ -207,6 +218,10 @@ def _run_one(job: Job) -> list[Record]:
     except MemoryError:
         return [Record(stage=stage, source=job.rel, origin=job.origin, status="failed",
                        reason="out of memory", seed=job.seed)]
+    except OSError as exc:   # e.g. no space left for the output: a reason a person can act on
+        why = (exc.strerror or type(exc).__name__).lower()
+        return [Record(stage=stage, source=job.rel, origin=job.origin, status="failed",
+                       reason=f"error: {why}", seed=job.seed, info={"detail": str(exc)[:500]})]
     except Exception as exc:  # a bad file must never stop the run
         return [Record(stage=stage, source=job.rel, origin=job.origin, status="failed",
                        reason=f"error: {type(exc).__name__}", seed=job.seed,
@@ -466,6 +481,7 @@ def run_stage(
     bar = _progress(len(jobs), stage, progress)
     # job list -> map (the engine; records come back in job order) -> records -> manifest
     mapped = map_jobs(jobs, workers, process, out_root, stage, jpeg_quality)
+    stopped: OSError | None = None
     try:
         take(problems)
         for records in mapped:
@@ -473,14 +489,26 @@ def run_stage(
             bar.update(1)
     except KeyboardInterrupt:
         summary.interrupted = True
+    except OSError as exc:   # the manifest itself cannot be written (disk full): stop, resumable
+        stopped = exc
+        summary.interrupted = True
     finally:
         mapped.close()   # stops the workers whatever ended the loop
         bar.close()
-        writer.close()
-        remove_stale_temp_files(out_root)
+        for step in (writer.close, lambda: remove_stale_temp_files(out_root)):
+            try:
+                step()
+            except OSError as exc:
+                stopped = stopped or exc
         summary.seconds = time.perf_counter() - started
-        _write_run_info(out_root, stage, input_dir, params, seed, workers,
-                        status="interrupted" if summary.interrupted else "finished", summary=summary)
+        try:
+            _write_run_info(out_root, stage, input_dir, params, seed, workers,
+                            status="interrupted" if summary.interrupted else "finished", summary=summary)
+        except OSError as exc:
+            stopped = stopped or exc
+    if stopped is not None:
+        raise RunError(f"cannot write to {output_dir}: {(stopped.strerror or str(stopped)).lower()}; "
+                       "the files recorded so far are whole: make room, then finish with --resume")
     if summary.interrupted:
         raise KeyboardInterrupt
     return summary

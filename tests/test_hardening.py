@@ -409,3 +409,46 @@ def test_an_audit_worker_killed_by_sigkill_is_reported_not_waited_for(tmp_path: 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == repr([("c1/p03.jpg", WORKER_DIED)])
+
+
+# ------------------------------------------------------------------ 3 (sibling). a disk that fills up
+
+def two_outputs_stage(job: Job) -> list[Produced]:
+    image = read_image(job.source)
+    return [Produced(rel=output_rel(job, "one"), data=image, variant="one"),
+            Produced(rel=output_rel(job, "two"), data=image[:, ::-1].copy(), variant="two")]
+
+
+def test_a_full_disk_fails_the_input_whole_and_stops_the_run_resumably(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import maskprep.manifest as manifest_mod
+    import maskprep.runner as runner_mod
+    data, out = _tree(tmp_path / "data", ["cls/a.jpg", "cls/b.jpg", "cls/c.jpg"]), tmp_path / "out"
+    real_write, real_records = runner_mod.write_image, manifest_mod.ManifestWriter.write
+    calls = {"images": 0, "manifest": 0}
+
+    def write_image(path, *a, **k):   # b's second output hits a full disk
+        if Path(path).name == "b__two.jpg":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, *a, **k)
+
+    def write_records(self, records):  # then the manifest write after b.s records fails too
+        calls["manifest"] += 1
+        if calls["manifest"] == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_records(self, records)
+    monkeypatch.setattr(runner_mod, "write_image", write_image)
+    monkeypatch.setattr(manifest_mod.ManifestWriter, "write", write_records)
+    with pytest.raises(runner_mod.RunError, match="no space left on device.*--resume"):
+        run_stage("two", data, out, two_outputs_stage, workers=1, progress=False)
+    records = read_manifest(out)
+    assert [(r.source, r.status, r.reason) for r in records][-1] == (
+        "cls/b.jpg", "failed", "error: no space left on device")
+    assert not (out / "cls" / "b__one.jpg").exists(), "no output of a failed input stays behind"
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    monkeypatch.undo()
+    summary = run_stage("two", data, out, two_outputs_stage, workers=1, resume=True, progress=False)
+    assert summary.outputs == 4 and summary.resumed == 1
+    assert sorted(p.name for p in (out / "cls").iterdir()) == [
+        f"{s}__{v}.jpg" for s in "abc" for v in ("one", "two")]
