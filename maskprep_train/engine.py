@@ -334,7 +334,13 @@ def _readable_training_files(ds: Any, say: Callable[[str], None]) -> dict[str, i
     """
     from collections import Counter
 
-    from maskprep.images import ImageReadError, probe_image
+    from maskprep.images import ImageReadError, probe_image, scan_images
+    # Folders that cannot be read (and dangling links, FIFOs) are not in the dataset at all: say so.
+    unlisted = scan_images(ds.root)[1]
+    if unlisted:
+        say(f"skipped {len(unlisted)} unreadable entr{'y' if len(unlisted) == 1 else 'ies'} under "
+            f"{ds.root}: " + ", ".join(f"{os.path.relpath(u.path, ds.root)} ({u.reason})" for u in unlisted[:5])
+            + (", ..." if len(unlisted) > 5 else ""))
     kept, reasons = [], Counter()
     for sample in ds.splits.get("train", []):
         try:

@@ -433,7 +433,7 @@ def test_a_full_disk_fails_the_input_whole_and_stops_the_run_resumably(tmp_path:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(path, *a, **k)
 
-    def write_records(self, records):  # then the manifest write after b.s records fails too
+    def write_records(self, records):  # then the manifest write after b's fails too
         calls["manifest"] += 1
         if calls["manifest"] == 4:
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -452,3 +452,25 @@ def test_a_full_disk_fails_the_input_whole_and_stops_the_run_resumably(tmp_path:
     assert summary.outputs == 4 and summary.resumed == 1
     assert sorted(p.name for p in (out / "cls").iterdir()) == [
         f"{s}__{v}.jpg" for s in "abc" for v in ("one", "two")]
+
+
+@pytest.mark.slow   # a one-epoch training in a subprocess
+def test_audit_and_train_say_which_folders_they_could_not_read(tmp_path: Path) -> None:
+    """The stages record unreadable folders; the audit counts them as unreadable and the trainer
+    says it skipped them (both used to leave them out without a word)."""
+    data = _tree(tmp_path / "data", [f"{c}/{i}.jpg" for c in ("a", "b", "c") for i in range(2)])
+    (data / "c").chmod(0o000)
+    audit_code = ("from maskprep.audit.scan import scan_dataset\n"
+                  f"ds = scan_dataset({str(data)!r}, workers=1, progress=False)\n"
+                  "print([(e.rel, e.error) for e in ds.entries if e.error])")
+    train_code = ("from maskprep_train.engine import TrainConfig, fit\n"
+                  f"fit(TrainConfig(data={str(data)!r}, out={str(tmp_path / 'run')!r}, weights='none', "
+                  "arch='resnet18', freeze='head', augment='none', img_size=32, epochs=1, log=print))")
+    try:
+        audit, train = _as_a_user(audit_code), _as_a_user(train_code)
+    finally:
+        (data / "c").chmod(0o755)
+    assert audit.returncode == 0, audit.stderr[-2000:]
+    assert audit.stdout.strip() == repr([("c", "unreadable folder: permission denied")])
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert "skipped 1 unreadable entry under" in train.stdout and "c (unreadable folder" in train.stdout

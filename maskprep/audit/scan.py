@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from maskprep.audit.hashing import ImageHashes, hashes_of_prepared, prepare
-from maskprep.images import ImageReadError, decode_image, list_images
+from maskprep.images import ImageReadError, decode_image, scan_images
 from maskprep.layout import split_name, split_of
 from maskprep.manifest import MANIFEST_NAME, group_key, read_manifest, split_variant
 
@@ -234,7 +234,7 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: 
     from maskprep.runner import WORKER_DIED, default_workers, ordered_map
 
     root = Path(root).resolve()
-    paths = list_images(root)
+    paths, unlisted = scan_images(root)   # unlisted: unreadable folders, dangling links, FIFOs
     rels = [p.relative_to(root).as_posix() for p in paths]
     layout = detect_layout(rels)
     jobs = [(p, r, *split_and_label(r, layout)) for p, r in zip(paths, rels)]
@@ -257,5 +257,8 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: 
                 bar.update(1)
     finally:
         bar.close()
+    for item in unlisted:   # counted as unreadable with the reason, never left out silently
+        rel = os.path.relpath(item.path, root).replace(os.sep, "/")
+        entries.append(FileEntry(rel, *split_and_label(rel, layout), error=item.reason))
     origins, manifests = read_origins(root)
     return Dataset(root=root, layout=layout, entries=entries, origins=origins, manifests=manifests)
