@@ -194,6 +194,8 @@ def read_manifest(path: str | os.PathLike) -> list[Record]:
     if not path.is_file():
         return []
     data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):   # a byte-order mark left by an editor
+        data = data[3:]
     lines = data.split(b"\n")
     records = []
     for number, raw in enumerate(lines, 1):

@@ -424,7 +424,7 @@ def run_stage(
     in_root = input_dir.resolve()
     out_root = output_dir.resolve()
     if resume:
-        check_same_run(out_root, stage, in_root, params, seed)
+        check_same_run(out_root, stage, in_root, params, seed, jpeg_quality)
     out_root.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_root)
     if overwrite:
@@ -452,7 +452,8 @@ def run_stage(
     summary = Summary(stage=stage, inputs=len(sources) + len(problems),
                       resumed=len(sources) - len(jobs), manifest=out_root / MANIFEST_NAME)
     started = time.perf_counter()
-    _write_run_info(out_root, stage, input_dir, params, seed, workers, status="running")
+    _write_run_info(out_root, stage, input_dir, params, seed, workers, status="running",
+                    jpeg_quality=jpeg_quality)
     writer = ManifestWriter(out_root / MANIFEST_NAME, truncate=overwrite or not resume)
     # output -> the input that wrote it (in this run, or in the run a --resume finishes)
     claimed = {r.output: src for src, recs in done.items() for r in recs if r.output is not None}
@@ -503,7 +504,8 @@ def run_stage(
         summary.seconds = time.perf_counter() - started
         try:
             _write_run_info(out_root, stage, input_dir, params, seed, workers,
-                            status="interrupted" if summary.interrupted else "finished", summary=summary)
+                            status="interrupted" if summary.interrupted else "finished", summary=summary,
+                            jpeg_quality=jpeg_quality)
         except OSError as exc:
             stopped = stopped or exc
     if stopped is not None:
@@ -519,7 +521,8 @@ def _normalised(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def check_same_run(out_root: Path, stage: str, in_root: Path, params: Mapping[str, Any], seed: int) -> None:
+def check_same_run(out_root: Path, stage: str, in_root: Path, params: Mapping[str, Any], seed: int,
+                   jpeg_quality: int | None = None) -> None:
     """Refuse a ``--resume`` whose stage, input, seed or options differ from the run that wrote OUT:
     finishing it would mix two runs' files in one tree under one run.json."""
     path = out_root / RUN_INFO_NAME
@@ -539,6 +542,8 @@ def check_same_run(out_root: Path, stage: str, in_root: Path, params: Mapping[st
         changes.append(f"input {before.get('input')} -> {in_root}")
     if before.get("seed") != seed:
         changes.append(f"--seed {before.get('seed')} -> {seed}")
+    if jpeg_quality is not None and before.get("jpeg_quality", jpeg_quality) != jpeg_quality:
+        changes.append(f"--jpeg-quality {before.get('jpeg_quality')} -> {jpeg_quality}")
     old, new = before.get("params") or {}, _normalised(dict(params))
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
@@ -597,11 +602,12 @@ def _init_worker_in_process(process: Callable, out_root: Path, stage: str, jpeg_
 
 
 def _write_run_info(out_root: Path, stage: str, input_dir: Path, params: Mapping[str, Any], seed: int,
-                    workers: int, status: str, summary: Summary | None = None) -> None:
+                    workers: int, status: str, summary: Summary | None = None,
+                    jpeg_quality: int | None = None) -> None:
     from maskprep import __version__
     info: dict[str, Any] = {
         "stage": stage, "status": status, "input": str(input_dir.resolve()), "seed": seed,
-        "workers": workers, "params": params, "maskprep_version": __version__,
+        "workers": workers, "params": params, "jpeg_quality": jpeg_quality, "maskprep_version": __version__,
     }
     if summary is not None:
         info.update(inputs=summary.inputs, outputs=summary.outputs, skipped=summary.skipped,

@@ -145,7 +145,7 @@ def test_resume_with_other_options_or_seed_is_refused(tmp_path: Path) -> None:
     data, out = _tree(tmp_path / "data", ["cls/a.jpg", "cls/b.jpg"]), tmp_path / "out"
     assert _augment(str(data), str(out), "--flip").exit_code == 0
     before = (out / "run.json").read_bytes()
-    for extra in (["--blur"], ["--seed", "1"]):
+    for extra in (["--blur"], ["--seed", "1"], ["--jpeg-quality", "80"]):
         result = _augment(str(data), str(out), "--flip", "--resume", *extra)
         assert result.exit_code == 2 and "other options" in result.output, result.output
     assert (out / "run.json").read_bytes() == before, "the refused run changed nothing"
