@@ -177,18 +177,27 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     ``permission denied`` (and other short OS reasons), ``not a regular file (FIFO)``.
     """
     path = Path(path)
+    _check_file(path)
     try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):   # a FIFO would block read_bytes() forever
-            raise ImageReadError(_special_reason(path), path)
-        if st.st_size == 0:
-            raise ImageReadError("empty file", path)
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageReadError("dangling symlink" if path.is_symlink() else "missing", path) from None
-    except OSError as exc:   # permission denied, I/O error, link loop: a reason a person can act on
+    except OSError as exc:   # permission denied, I/O error: a reason a person can act on
         raise ImageReadError(_os_reason(exc), path, str(exc)) from None
     return decode_image(data, max_pixels=max_pixels, name=path)
+
+
+def _check_file(path: Path) -> None:
+    """Raise :class:`ImageReadError` unless ``path`` is a non-empty regular file (a FIFO named
+    ``x.jpg`` would block a read forever; a dangling link or a folder has no bytes to read)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageReadError("dangling symlink" if path.is_symlink() else "missing", path) from None
+    except OSError as exc:
+        raise ImageReadError(_os_reason(exc), path, str(exc)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageReadError(_special_reason(path), path)
+    if st.st_size == 0:
+        raise ImageReadError("empty file", path)
 
 
 def probe_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -196,18 +205,12 @@ def probe_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -
     the file can be opened as an image. Raises :class:`ImageReadError` with the reasons of
     :func:`read_image` (a file cut short inside its pixel data still passes)."""
     path = Path(path)
+    _check_file(path)
     try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageReadError(_special_reason(path), path)
-        if st.st_size == 0:
-            raise ImageReadError("empty file", path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 width, height = img.size
-    except FileNotFoundError:
-        raise ImageReadError("dangling symlink" if path.is_symlink() else "missing", path) from None
     except UnidentifiedImageError:
         raise ImageReadError("not an image", path) from None
     except Image.DecompressionBombError as exc:
@@ -216,11 +219,15 @@ def probe_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -
         raise ImageReadError(_os_reason(exc) if exc.errno else "corrupt", path, str(exc)) from None
     except (ValueError, SyntaxError) as exc:
         raise ImageReadError("corrupt", path, str(exc)) from None
-    if width * height > max_pixels:
-        raise ImageReadError("too large", path, f"{width}x{height} > {max_pixels} pixels")
-    if width == 0 or height == 0:
-        raise ImageReadError("corrupt", path, "zero-sized image")
+    _check_size(width, height, max_pixels, path)
     return width, height
+
+
+def _check_size(width: int, height: int, max_pixels: int, name: str | os.PathLike | None) -> None:
+    if width * height > max_pixels:
+        raise ImageReadError("too large", name, f"{width}x{height} > {max_pixels} pixels")
+    if width == 0 or height == 0:
+        raise ImageReadError("corrupt", name, "zero-sized image")
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -240,10 +247,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError("corrupt", name, str(exc)) from None
     width, height = img.size
-    if width * height > max_pixels:
-        raise ImageReadError("too large", name, f"{width}x{height} > {max_pixels} pixels")
-    if width == 0 or height == 0:
-        raise ImageReadError("corrupt", name, "zero-sized image")
+    _check_size(width, height, max_pixels, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
