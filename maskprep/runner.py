@@ -48,6 +48,7 @@ from maskprep.outpaths import is_inside
 # The reason recorded for an input whose worker process died twice (once in the pool, once alone):
 # the kernel's OOM killer is the usual cause, a crash in a native library the other.
 WORKER_DIED = "worker process died (out of memory or a crash)"
+CLASH = "output name clash"
 
 
 class RunError(Exception):
@@ -456,18 +457,12 @@ def run_stage(
                     jpeg_quality=jpeg_quality)
     writer = ManifestWriter(out_root / MANIFEST_NAME, truncate=overwrite or not resume)
     # output -> the input that wrote it (in this run, or in the run a --resume finishes)
-    claimed = {r.output: src for src, recs in done.items() for r in recs if r.output is not None}
+    claimed: dict[str, str | None] = {r.output: src for src, recs in done.items() for r in recs
+                                      if r.output is not None}
 
     def take(records: list[Record]) -> None:
-        for i, rec in enumerate(records):
-            # Two inputs must never claim one output file (a.jpg and a.png mapped to one name):
-            # the second claim is a failure, not a silent replacement of the first one's record.
-            if rec.output is not None:
-                owner = claimed.setdefault(rec.output, rec.source)
-                if owner != rec.source:
-                    records[i] = Record(stage=stage, source=rec.source, origin=rec.origin, status="failed",
-                                        reason="output name clash", seed=rec.seed, variant=rec.variant,
-                                        info={"detail": f"{rec.output} is also the output of {owner}"})
+        records, withdrawn = _refuse_clashes(records, claimed, out_root, stage)
+        summary.outputs -= withdrawn   # earlier inputs' outputs that turned out to be shared
         writer.write(records)
         for rec in records:
             if rec.status == "ok":
@@ -514,6 +509,41 @@ def run_stage(
     if summary.interrupted:
         raise KeyboardInterrupt
     return summary
+
+
+def _refuse_clashes(records: list[Record], claimed: dict[str, str | None], out_root: Path,
+                    stage: str) -> tuple[list[Record], int]:
+    """Two inputs must never claim one output file (``a.jpg`` and ``a.png`` mapped to one name by a
+    stage): the file holds whichever was written last, so neither label can be trusted. The input
+    whose records claim a taken name fails whole, the input that took it first gets a ``failed``
+    record after its earlier ones (so ``--resume`` redoes it), and the file is deleted. ``claimed``
+    maps each output to its input (None once withdrawn) and is updated. Returns the records to
+    write and how many earlier ok records they withdraw."""
+    taken = [(r.output, claimed[r.output]) for r in records
+             if r.output is not None and claimed.get(r.output, r.source) != r.source]
+    if not taken:
+        for rec in records:
+            if rec.output is not None:
+                claimed[rec.output] = rec.source
+        return records, 0
+    source = records[0]
+    out: list[Record] = []
+    withdrawn = 0
+    for rec in records:   # none of this input's files may stay behind without an ok record
+        if rec.output is not None and rec.output not in dict(taken):
+            (out_root / rec.output).unlink(missing_ok=True)
+    for output, owner in taken:
+        (out_root / output).unlink(missing_ok=True)
+        if owner is not None:
+            out.append(Record(stage=stage, source=owner, status="failed", reason=CLASH,
+                              info={"detail": f"{output} is also the output of {source.source}"}))
+            claimed[output] = None   # withdrawn: any later claim fails too
+            withdrawn += 1
+    out.append(Record(stage=stage, source=source.source, origin=source.origin, status="failed",
+                      reason=CLASH, seed=source.seed,
+                      info={"detail": "; ".join(f"{o} is also the output of {w or 'an earlier input'}"
+                                                for o, w in taken)}))
+    return out, withdrawn
 
 
 def _normalised(value: Any) -> Any:

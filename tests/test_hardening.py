@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from conftest import require_shared
 from maskprep.cli import cli
 from maskprep.images import ImageReadError, read_image, scan_images, write_bytes_atomic
-from maskprep.manifest import ManifestError, Record, read_manifest
+from maskprep.manifest import ManifestError, Record, latest_records, read_manifest
 from maskprep.runner import WORKER_DIED, Job, Produced, output_rel, run_stage
 
 TESTS = Path(__file__).resolve().parent
@@ -154,12 +154,16 @@ def test_resume_with_other_options_or_seed_is_refused(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ 7. two inputs, one output name
 
-def test_two_inputs_claiming_one_output_are_not_both_recorded_ok(tmp_path: Path) -> None:
-    data = _tree(tmp_path / "data", ["cls/a.jpg", "cls/a.png"])
-    summary = run_stage("x", data, tmp_path / "out", one_name_stage, workers=1, progress=False)
-    records = read_manifest(tmp_path / "out")
-    assert [r.status for r in records] == ["ok", "failed"] and summary.failed == 1
-    assert records[1].reason == "output name clash" and "cls/a.jpg" in records[1].info["detail"]
+def test_two_inputs_claiming_one_output_both_fail_and_the_file_goes(tmp_path: Path) -> None:
+    """The file holds whichever input was written last, so neither label can be trusted."""
+    data = _tree(tmp_path / "data", ["cls/a.jpg", "cls/a.png", "cls/b.jpg"])
+    out = tmp_path / "out"
+    summary = run_stage("x", data, out, one_name_stage, workers=2, progress=False)
+    latest = {r.source: (r.status, r.reason) for r in latest_records(read_manifest(out))}
+    assert latest == {"cls/a.jpg": ("failed", "output name clash"), "cls/a.png": ("failed", "output name clash"),
+                      "cls/b.jpg": ("ok", "")}
+    assert not (out / "cls" / "a__x.png").exists() and (out / "cls" / "b__x.png").is_file()
+    assert (summary.outputs, summary.failed) == (1, 2)
 
 
 def test_alpha_labels_of_inputs_differing_only_in_extension_stay_apart() -> None:
@@ -206,8 +210,9 @@ def test_a_resumed_run_also_refuses_a_name_clash_with_the_first_part(tmp_path: P
     run_stage("x", data, out, one_name_stage, workers=1, progress=False)
     shutil.copyfile(data / "cls" / "a.jpg", data / "cls" / "a.png")
     run_stage("x", data, out, one_name_stage, workers=1, resume=True, progress=False)
-    statuses = {r.source: (r.status, r.reason) for r in read_manifest(out)}
-    assert statuses == {"cls/a.jpg": ("ok", ""), "cls/a.png": ("failed", "output name clash")}
+    latest = {r.source: (r.status, r.reason) for r in latest_records(read_manifest(out))}
+    assert latest == {"cls/a.jpg": ("failed", "output name clash"), "cls/a.png": ("failed", "output name clash")}
+    assert not (out / "cls" / "a__x.png").exists()
 
 
 def test_train_out_inside_the_data_is_refused(tmp_path: Path) -> None:
