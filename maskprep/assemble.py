@@ -166,57 +166,61 @@ def _candidates(inputs: Sequence[Path], test_from: Path | None,
     return out, roots
 
 
+def _link_people(cands: list[Candidate], uf: Any, unmasked: str, workers: int | None,
+                 progress: bool | None, say: Callable[[str], None]) -> None:
+    """Join the groups of one person: dlib descriptors of the unmasked faces (class ``unmasked``) closer
+    than the audit's same-person distance. A mask hides what the descriptor needs (masked faces of
+    different people measured closer than 0.6), and masked copies join their photo by origin anyway."""
+    import numpy as np
+
+    from maskprep.audit.identity import same_person_pairs
+    from maskprep.audit.scan import scan_items
+    bare = [k for k, c in enumerate(cands) if c.label == unmasked and not c.reason]
+    entries = scan_items([cands[k].item for k in bare], workers, True, progress, desc="dataset: faces")
+    desc, owners = [], []
+    for k, e in zip(bare, entries):
+        if e.faces is not None and len(e.faces):
+            desc.append(e.faces)
+            owners.extend([k] * len(e.faces))
+    people = 0
+    if desc:
+        for fa, fb, _ in same_person_pairs(np.concatenate(desc), np.asarray(owners)):
+            a, b = owners[fa], owners[fb]
+            people += uf.find(a) != uf.find(b)
+            uf.union(a, b)
+    no_face = len(bare) - len(set(owners))
+    say(f"identity: joined {people} group(s) of the same person among {len(bare)} {unmasked} image(s); "
+        f"{no_face} without a face found keep their photo's group")
+
+
 def _link_groups(cands: list[Candidate], group_by: str, workers: int | None, progress: bool | None,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], unmasked: str = DEFAULT_CLASS_MAP["unmasked"]) -> None:
     """Set ``group`` on every candidate: recorded origins, joined by pixel copies (and people)."""
-    from maskprep.audit.duplicates import UnionFind, find_duplicates
-    from maskprep.audit.leakage import masked_copy_pairs
+    from maskprep.audit.duplicates import find_duplicates
+    from maskprep.audit.leakage import linked_copies, masked_copy_pairs
     from maskprep.audit.scan import scan_items
 
-    identity = group_by == "identity"
-    entries = scan_items([c.item for c in cands], workers, identity, progress, desc="dataset: scan")
+    entries = scan_items([c.item for c in cands], workers, False, progress, desc="dataset: scan")
     for c, e in zip(cands, entries):
         if not e.ok and not c.reason:
             c.reason = f"unreadable: {e.error}"
-    uf = UnionFind(len(cands))
-    by_origin: dict[str, int] = {}
-    for k, c in enumerate(cands):
-        g = group_key(c.origin)
-        uf.union(by_origin.setdefault(g, k), k)
     # Every pair counts, not only pairs across splits: give each file its own "split".
     solo = [replace(e, rel=str(c.item.path), split=str(k)) for k, (c, e) in enumerate(zip(cands, entries))]
-    dups = find_duplicates(solo, "/")
-    copies = 0
-    for group in dups.exact_groups:
-        for k in group[1:]:
-            copies += uf.find(group[0]) != uf.find(k)
-            uf.union(group[0], k)
-    for pr in dups.near_pairs:
-        copies += uf.find(pr.a) != uf.find(pr.b)
-        uf.union(pr.a, pr.b)
+    uf = linked_copies(len(cands), find_duplicates(solo, "/"))
+    by_origin: dict[str, list[int]] = {}
+    for k, c in enumerate(cands):
+        by_origin.setdefault(group_key(c.origin), []).append(k)
+    for members in by_origin.values():
+        for k in members[1:]:
+            uf.union(members[0], k)
     for a, b, _ in masked_copy_pairs(solo, uf):
-        copies += 1
         uf.union(a, b)
-    if copies:
-        say(f"joined {copies} group(s) whose photos are copies of each other by their pixels")
-    if identity:
-        import numpy as np
-
-        from maskprep.audit.identity import same_person_pairs
-        desc, owners = [], []
-        for k, e in enumerate(entries):
-            if e.faces is not None and len(e.faces):
-                desc.append(e.faces)
-                owners.extend([k] * len(e.faces))
-        people = 0
-        if desc:
-            for fa, fb, _ in same_person_pairs(np.concatenate(desc), np.asarray(owners)):
-                a, b = owners[fa], owners[fb]
-                people += uf.find(a) != uf.find(b)
-                uf.union(a, b)
-        no_face = sum(1 for e in entries if e.ok and (e.faces is None or not len(e.faces)))
-        say(f"identity: joined {people} group(s) of the same person; {no_face} image(s) without a "
-            "face found keep their photo's group")
+    joined = len(by_origin) - len({uf.find(k) for k in range(len(cands))})
+    if joined:
+        say(f"{joined} source photo(s) joined another's group: their pixels are copies of it "
+            "(exact, near or masked copies)")
+    if group_by == "identity":
+        _link_people(cands, uf, unmasked, workers, progress, say)
     names: dict[int, str] = {}
     for k, c in enumerate(cands):
         root = uf.find(k)
@@ -308,7 +312,7 @@ def build_dataset(inputs: Sequence[str | os.PathLike], output_dir: str | os.Path
     cands, roots = _candidates(paths, test_path, class_map)
     if not cands:
         raise DatasetError("no images in " + ", ".join(map(str, roots)))
-    _link_groups(cands, group_by, workers, progress, say)
+    _link_groups(cands, group_by, workers, progress, say, class_map.get("unmasked", ""))
     usable = [c for c in cands if not c.reason]
     if not usable:
         raise DatasetError("no image could be labelled: " + (cands[0].reason if cands else "none found"))

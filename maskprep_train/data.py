@@ -132,7 +132,7 @@ def split_leaks(ds: Dataset) -> dict[str, dict[str, int]]:
     ``same_names`` the rest, which only share a name (often unrelated photos such as two ``106.jpg``).
     """
     from maskprep.audit.duplicates import UnionFind, find_duplicates
-    from maskprep.audit.leakage import masked_copy_pairs
+    from maskprep.audit.leakage import linked_copies, masked_copy_pairs
     from maskprep.audit.scan import scan_file
 
     out: dict[str, dict[str, int]] = {}
@@ -156,13 +156,7 @@ def split_leaks(ds: Dataset) -> dict[str, dict[str, int]]:
                         for s in keys[side][key]})
         entries = [scan_file(Path(path), path, side, "") for side, path in files]
         position = {path: k for k, (_, path) in enumerate(files)}
-        dups = find_duplicates(entries, "/")
-        copies = UnionFind(len(entries))
-        for group in dups.exact_groups:
-            for k in group[1:]:
-                copies.union(group[0], k)
-        for pr in dups.near_pairs:
-            copies.union(pr.a, pr.b)
+        copies = linked_copies(len(entries), find_duplicates(entries, "/"))
         for a, b, _ in masked_copy_pairs(entries, copies):
             copies.union(a, b)
         # One source photo counted once, whether found by its group or by its name.

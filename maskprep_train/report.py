@@ -172,12 +172,14 @@ def _plot_final(ax: Any, final: dict[str, dict[str, Any]]) -> None:
             if v is not None:
                 ax.text(bar.get_x() + bar.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
     for k, s in enumerate(splits):
-        bar = (final[s].get("chance") or {}).get("macro_f1")
-        if bar is not None:
-            ax.plot([k - 0.4, k], [bar, bar], "k--", lw=1, label="chance (macro-F1)" if k == 0 else None)
+        chance = final[s].get("chance") or {}
+        for x0, key, style, label in ((k - 0.4, "macro_f1", "k--", "chance (best know-nothing guess)"),
+                                      (k, "majority_accuracy", "k--", None)):
+            if chance.get(key) is not None:
+                ax.plot([x0, x0 + 0.4], [chance[key]] * 2, style, lw=1, label=label if k == 0 else None)
     ax.set_xticks(x, splits)
     ax.set_ylim(0, 1.1)
-    ax.set_title("kept model: train / val / test")
+    ax.set_title("kept model: " + " / ".join(splits))
     ax.legend(loc="lower right", fontsize=8)
 
 

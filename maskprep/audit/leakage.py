@@ -133,6 +133,18 @@ def variant_leaks(dataset: Dataset) -> list[dict[str, Any]]:
     return findings
 
 
+def linked_copies(n: int, dups: Duplicates) -> UnionFind:
+    """Copies of one picture among ``n`` files: exact groups and near pairs chained, so a near copy of
+    a file's exact twin is in the same set."""
+    linked = UnionFind(n)
+    for group in dups.exact_groups:
+        for k in group[1:]:
+            linked.union(group[0], k)
+    for pr in dups.near_pairs:
+        linked.union(pr.a, pr.b)
+    return linked
+
+
 def find_leakage(dataset: Dataset, dups: Duplicates,
                  identity_pairs: Sequence[tuple[int, int, float, int, int]] | None = None,
                  masked_threshold: int = MASKED_HASH_THRESHOLD) -> list[dict[str, Any]]:
@@ -141,14 +153,7 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
     if len(dataset.splits) < 2:
         return []
     findings: list[dict[str, Any]] = []
-    # Copies of one picture: exact groups and near pairs chained, so a near copy of a file's exact
-    # twin lands in the same finding.
-    linked = UnionFind(len(entries))
-    for group in dups.exact_groups:
-        for k in group[1:]:
-            linked.union(group[0], k)
-    for pr in dups.near_pairs:
-        linked.union(pr.a, pr.b)
+    linked = linked_copies(len(entries), dups)
     # A chain that holds an exact group spanning two splits is an exact leak, whatever near copies
     # hang on it (the near search ran on one file per exact group, so its pairs may all be in one split).
     exact_across: dict[int, str] = {}
