@@ -17,6 +17,7 @@ from maskprep_train.metrics import roc_curve
 
 GAP_WARN = 0.10     # a macro-F1 gap this large is a problem worth a warning
 VERDICT_NAME = "verdict.txt"
+RANKS_WELL_AUC = 0.8  # a model at chance on F1 whose ROC-AUC is this high ranks well but decides badly
 
 
 def _noise(f: float, n: int) -> float:
@@ -46,13 +47,18 @@ def chance_lines(final: dict[str, dict[str, Any]], classes: list[str] | None = N
         major = c.get("majority_class")
         name = classes[major] if classes and major is not None and major < len(classes) else f"class {major}"
         one = " It predicts a single class for every image." if m.get("predicted_classes") == 1 else ""
-        auc = f", ROC-AUC {m['roc_auc']:.2f} (0.50 is chance)" if m.get("roc_auc") is not None else ""
+        auc = m.get("roc_auc")
+        if auc is not None and auc >= RANKS_WELL_AUC:
+            advice = (f" Its scores still rank the classes (ROC-AUC {auc:.2f}), so its decisions, not its "
+                      "features, fail here: train longer, or check the class balance of the splits.")
+        else:
+            advice = ((f" ROC-AUC {auc:.2f} (0.50 is chance)." if auc is not None else "")
+                      + " The model has learnt nothing usable here: train longer, start from --weights "
+                        "imagenet, unfreeze more (--freeze none from scratch), or check the labels.")
         lines.append(
-            f"NOT BETTER THAN CHANCE on {split}: macro-F1 {m['macro_f1']:.3f}{auc}, while always answering "
+            f"NOT BETTER THAN CHANCE on {split}: macro-F1 {m['macro_f1']:.3f}, while always answering "
             f"{name!r} scores {c['majority_macro_f1']:.3f} (accuracy {c['majority_accuracy']:.3f} vs "
-            f"{m['accuracy']:.3f}) and guessing at random {c['uniform_macro_f1']:.3f}.{one} The model has "
-            "learnt nothing usable here: train longer, start from --weights imagenet, unfreeze more "
-            "(--freeze none from scratch), or check the labels.")
+            f"{m['accuracy']:.3f}) and guessing at random {c['uniform_macro_f1']:.3f}.{one}{advice}")
     return lines
 
 

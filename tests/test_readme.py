@@ -53,13 +53,12 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:
 
 
 def _make_sandbox(root: Path, identities: Path) -> None:
-    """photos/: eight real photos of seven people (two_people.jpg holds two faces). `data/` is made
-    by the README's own `maskprep dataset` command."""
+    """photos/: five real photos (two_people.jpg holds two faces), enough source photos for a
+    train/val/test split. `data/` is made by the README's own `maskprep dataset` command."""
     photos = root / "photos"
     photos.mkdir()
     for rel in ("barack_obama/obama.jpg", "joe_biden/biden.jpg", "multi/two_people.jpg",
-                "kit_harington/john1.jpeg", "alex_lacamoire/img1.jpg", "rose_leslie/img2.jpg",
-                "tom_cruise/Tom_Cruise_avp_2014_4.jpg", "lin_manuel_miranda/lin-manuel-miranda.png"):
+                "kit_harington/john1.jpeg", "alex_lacamoire/img1.jpg"):
         shutil.copy(identities / rel, photos / Path(rel).name)
     import torch
     import torchvision
@@ -69,6 +68,7 @@ def _make_sandbox(root: Path, identities: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 17 commands, 3 trainings and two dlib passes: 9 min measured at load 15 on 2 cores
 def test_every_readme_command_runs_on_real_photos(tmp_path: Path, identities: Path) -> None:
     _make_sandbox(tmp_path, identities)
     env = dict(os.environ, TORCH_HOME=str(tmp_path / "torch_home"), OMP_NUM_THREADS="1")
