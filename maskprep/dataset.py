@@ -9,8 +9,10 @@ The one owner of these rules; the audit, augment, the ``dataset`` command and th
   when no split folder names one (``with_mask/a.jpg``); ``""`` for a file with no such folder.
 - **Origin**: the original photo a file descends from, from every ``manifest.jsonl`` in the tree (see
   :func:`read_origins`), else the file itself.
-- **Group**: the origin without its ``__<variant>`` suffix (:func:`maskprep.manifest.group_key`):
-  every copy of one photo shares it, and a split must keep a group on one side.
+- **Group**: the recorded origin without its ``__<variant>`` suffix (:func:`maskprep.manifest.group_key`),
+  or for a file no manifest names, its path without the class folder and variant suffix (a masked
+  copy lives in another class folder under its photo's stem): every copy of one photo shares it, and
+  a split must keep a group on one side.
 """
 from __future__ import annotations
 
@@ -175,7 +177,22 @@ def item_of(path: Path, rel: str, origins: Mapping[str, str], layout: str = "spl
     else:
         evidence = "name" if split_variant(PurePosixPath(rel).name)[1] else ""
     return Item(path=path, rel=rel, split=split, label=label, origin=origin,
-                group=group_key(rel, dict(origins)), evidence=evidence)
+                group=group_key(_without_class_folder(origin, layout)), evidence=evidence)
+
+
+def _without_class_folder(path: str, layout: str) -> str:
+    """``path`` without the folder that would be its class in ``layout``: a masked copy sits in
+    another class folder under its photo's stem (``with_mask/a__kf94_correct.jpg`` and
+    ``without_mask/a.jpg`` are one photo), so the class is no part of a group key."""
+    parts = PurePosixPath(path).parts
+    if layout == "split/class":
+        k = split_index(parts)
+        at = None if k is None else k + 1
+    else:
+        at = 0
+    if at is not None and at < len(parts) - 1:
+        parts = parts[:at] + parts[at + 1:]
+    return PurePosixPath(*parts).as_posix()
 
 
 def index_tree(root: str | os.PathLike) -> Tree:

@@ -114,12 +114,18 @@ def test_audit_and_trainer_read_every_layout_the_same_way(masks_data, tmp_path):
     # per-split manifests: each split's own a.jpg is its own photo; a carried origin is one photo
     tree = index_tree(trees["per-split manifests"])
     group = {i.rel: i.group for i in tree.items}
-    assert group["train/with_mask/a__flip.jpg"] == group["train/with_mask/a.jpg"] == "train/with_mask/a"
+    assert group["train/with_mask/a__flip.jpg"] == group["train/with_mask/a.jpg"] == "train/a"
     assert group["train/with_mask/a__flip.jpg"] != group["test/with_mask/a__flip.jpg"]
-    assert group["val/with_mask/a.jpg"] == "photos/with_mask"
+    assert group["val/with_mask/a.jpg"] == "photos/with_mask"  # carried from an earlier stage, kept
     origins, manifests = read_origins(trees["per-split manifests"])
     assert len(manifests) == 3 and origins["test/with_mask/a.jpg"] == "test/with_mask/a.jpg"
     nested = index_tree(trees["split/class"])
+    # by name, a masked copy in another class folder is one photo with its unmasked original
+    tree = index_tree(trees["class"])
+    assert len({i.group for i in tree.items if i.rel.endswith("__flip.jpg") or "__" not in i.rel}) >= 2
+    from maskprep.dataset import item_of
+    a, b = (item_of(Path(r), r, {}, "class") for r in ("with_mask/obama__kf94_correct.jpg", "without_mask/obama.jpg"))
+    assert a.group == b.group == "obama" and a.evidence == "name" and b.evidence == ""
     assert {(i.split, i.label) for i in nested.items} == {
         (s, c) for s in ("train", "val", "test") for c in ("with_mask", "without_mask")}
 

@@ -26,7 +26,7 @@ from maskprep.audit.hashing import MASK_REGION
 from maskprep.audit.pairs import flip_aware_pairs, hamming_pairs
 from maskprep.audit.scan import THUMB_SIDE, Dataset, FileEntry
 from maskprep.dataset import Item, name_key
-from maskprep.manifest import split_variant
+from maskprep.manifest import group_key, split_variant
 
 MASKED_HASH_THRESHOLD = 12   # bits; a painted mask moves these hashes by 0-12 bits on real face crops
 MIN_AGREEMENT = 0.70         # share of thumbnail pixels outside the mask area within 10 grey levels;
@@ -114,7 +114,9 @@ def variant_leaks(dataset: Dataset) -> list[dict[str, Any]]:
     for key, members in sorted(by_origin.items()):
         group = members + ([path_key[key]] if key in path_key else [])
         if _spans(entries, group):
-            findings.append(_finding(entries, "variant", group, source=key, evidence=["manifest"]))
+            # named by the photo as recorded (the group key leaves the class folder out)
+            findings.append(_finding(entries, "variant", group, source=group_key(items[members[0]].origin),
+                                     evidence=["manifest"]))
     by_name: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for k in named:
         by_name[name_key(entries[k].rel)][entries[k].split].append(k)
