@@ -205,6 +205,15 @@ def test_class_folders_without_manifest_are_grouped_by_their_pixels(masks_data, 
     assert {c.split for c in result.written() if c.input == 0} == {"train", "val"}
     assert {c.label for c in result.written()} == {"with_mask", "without_mask"}
     assert audit(tmp_path / "out", workers=1, progress=False).leakage == []
+    # The same seed gives the same dataset whatever --workers is; --overwrite replaces it whole.
+    again = build_dataset([inp], tmp_path / "out2", class_map=parse_class_map("masked=with_mask,bare=without_mask"),
+                          ratios=parse_ratios("0.75,0.25"), test_from=external, workers=2, progress=False)
+    assert (tmp_path / "out2" / "manifest.jsonl").read_bytes() == (tmp_path / "out" / "manifest.jsonl").read_bytes()
+    assert [c.output for c in again.written()] == [c.output for c in result.written()]
+    reseeded = build_dataset([inp], tmp_path / "out", class_map=parse_class_map("masked=with_mask,bare=without_mask"),
+                             ratios=parse_ratios("0.5,0.5"), seed=3, workers=1, overwrite=True, progress=False)
+    on_disk = sorted(p.relative_to(tmp_path / "out").as_posix() for p in list_images(tmp_path / "out"))
+    assert on_disk == sorted(c.output for c in reseeded.written())  # nothing left of the first run
 
 
 def test_cli_refuses_bad_folders_and_options_with_one_line(masks_data, tmp_path):

@@ -197,6 +197,12 @@ def test_existing_split_folders_are_used_as_they_are(chandrika, tmp_path):
     write_image(flipped, img[:, ::-1], 90)
     assert split_leaks(load_dataset(tmp_path))["train-val"] == {"confirmed": 1, "same_names": 0}
     flipped.unlink()
+    # An unrelated photo that happens to share a train photo's file name (two different 106.jpg).
+    other = ds.splits["test"][0]
+    same_name = tmp_path / "val" / train_rel.split("/", 1)[1]
+    same_name.symlink_to(other.path)
+    assert split_leaks(load_dataset(tmp_path))["train-val"] == {"confirmed": 0, "same_names": 1}
+    same_name.unlink()
     # Per-split manifests that give two different photos the same recorded origin name: only the
     # names match, and the verdict says so instead of crying leakage.
     val_file = ds.splits["val"][0].rel
