@@ -22,7 +22,8 @@ from maskprep.cli import InputError
 @click.option("--group-by", type=click.Choice(("origin", "identity")), default="origin", show_default=True,
               help="origin: every copy of one source photo stays in one split (from the manifests, and "
                    "from the pixels: exact, near and masked copies, as the audit finds them). identity: "
-                   "also every photo of one person (dlib face descriptors; about 1 s per image).")
+                   "also every photo of one person, judged on the unmasked images (dlib face "
+                   "descriptors; about 1 s per unmasked image; a mask hides what they need).")
 @click.option("--test-from", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               metavar="DIR", help="Class folders from another source to be the test split; IN then fills "
                                   "train and val only (the honest measure of generalisation).")
