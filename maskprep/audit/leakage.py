@@ -225,7 +225,7 @@ def label_conflicts(entries: Sequence[FileEntry], dups: Duplicates,
     uf = UnionFind(len(entries))
     for pr in dups.near_pairs:
         # one a variant of the other, whatever class folder the variant went to
-        ia, ib = (items[pr.a], items[pr.b]) if items is not None else (None, None)
+        ia, ib = (items[pr.a], items[pr.b]) if items else (None, None)
         related = ia is not None and ib is not None and bool(ia.evidence or ib.evidence) and \
             PurePosixPath(ia.group).name == PurePosixPath(ib.group).name
         if not related:
