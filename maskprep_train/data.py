@@ -95,6 +95,7 @@ def load_dataset(root: str | os.PathLike, test_dir: str | os.PathLike | None = N
                                                       split))
     if test_dir is not None:
         ds.splits["test"] = load_eval_samples(test_dir, classes)
+    ds.split_warnings = _recorded_split_warnings(root)
     if not ds.splits.get("val"):
         train = ds.splits["train"]
         plan = group_split([classes[s.label] for s in train], [s.group for s in train],
@@ -104,8 +105,20 @@ def load_dataset(root: str | os.PathLike, test_dir: str | os.PathLike | None = N
         for s in ds.splits["val"]:
             s.split = "val"
         ds.split_source = f"group-aware split (val {val_fraction:g}, seed {seed})"
-        ds.split_warnings = plan.warnings
+        ds.split_warnings += plan.warnings
     return ds
+
+
+def _recorded_split_warnings(root: Path) -> list[str]:
+    """What `maskprep dataset` said about the split it wrote to ``root`` (its split report)."""
+    import json
+
+    from maskprep.assemble import REPORT_NAME
+    try:
+        report = json.loads((root / REPORT_NAME).read_text(encoding="utf-8"))
+        return [f"{line} (maskprep dataset, {REPORT_NAME})" for line in report.get("warnings", [])]
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def load_eval_samples(root: str | os.PathLike, classes: Sequence[str]) -> list[Sample]:

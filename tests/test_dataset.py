@@ -182,6 +182,16 @@ def test_dataset_from_stage_outputs_has_no_leak_where_a_random_split_has(masked_
     assert ds.classes == ["mask_worn_wrong", "with_mask", "without_mask"]
 
 
+def test_an_unhonoured_split_is_said_by_the_command_and_by_the_trainer(masked_stage_outputs, tmp_path):
+    out = tmp_path / "data"
+    res = CliRunner().invoke(cli, ["dataset", str(masked_stage_outputs / "masked"), str(out),
+                                   "--ratios", "0.9,0.05,0.05", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "warning: could not honour the requested split" in res.output
+    warnings = load_dataset(out).split_warnings
+    assert warnings and "could not honour" in warnings[0] and "split_report.json" in warnings[0]
+
+
 def test_class_folders_without_manifest_are_grouped_by_their_pixels(masks_data, tmp_path):
     """A rescaled, mirrored copy under another name is one photo with its original; --test-from and
     --class-map work on plain class folders."""
