@@ -20,11 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from maskprep.images import list_images, read_image, write_image
-from maskprep.manifest import MANIFEST_NAME, ManifestWriter, Record, read_manifest
-
-# Wear modes of the synthetic masks -> the class they teach.
-WEAR_CLASSES = {"correct": "with_mask", "nose-out": "mask_worn_wrong", "chin": "mask_worn_wrong"}
-
+from maskprep.manifest import MANIFEST_NAME, ManifestWriter, Record
 
 def bundled_portraits() -> list[Path]:
     """Public-domain portraits that installed packages already carry (no photo is shipped here)."""
@@ -61,35 +57,6 @@ def make_example_photos(out: Path) -> None:
                 manifest.write([Record(stage="example", source=str(portrait), origin=portrait.name,
                                        status="ok", output=rel, variant=name,
                                        params={"crop": crop, "gain": gain, "angle": angle})])
-
-
-def assemble_classes(faces: Path, masked: Path, dataset: Path) -> dict[str, int]:
-    """Class folders for training from unmasked crops and their masked versions.
-
-    without_mask <- the face crops; with_mask <- masks worn correctly; mask_worn_wrong <- nose-out
-    and chin. The dataset's manifest keeps each file's origin, so every copy of one photo stays on
-    one side of the trainer's split.
-    """
-    counts: dict[str, int] = {}
-    with ManifestWriter(dataset / MANIFEST_NAME, truncate=True) as manifest:
-        def add(src_root: Path, rec: Record, cls: str) -> None:
-            rel = f"{cls}/{Path(rec.output).name}"
-            (dataset / cls).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src_root / rec.output, dataset / rel)
-            manifest.write([Record(stage="assemble", source=rec.output, origin=rec.origin, status="ok",
-                                   output=rel, variant=rec.variant, params={"class": cls})])
-            counts[cls] = counts.get(cls, 0) + 1
-
-        def photos(root: Path) -> list[Record]:
-            # Outputs in hidden folders are labels (synth-masks --save-alpha), not photos.
-            return [rec for rec in read_manifest(root) if rec.status == "ok" and rec.output
-                    and not any(part.startswith(".") for part in Path(rec.output).parts)]
-
-        for rec in photos(faces):
-            add(faces, rec, "without_mask")
-        for rec in photos(masked):
-            add(masked, rec, WEAR_CLASSES[rec.params["wear"]])
-    return counts
 
 
 def run(command: list[str]) -> None:
@@ -133,8 +100,11 @@ def main() -> None:
     run([maskprep, "detect", str(photos), str(faces), "--size", "160"])
     run([maskprep, "synth-masks", str(faces), str(masked), "--types", "all", "--wear", "all",
          "--preview", str(out / "masks_preview.png"), "--save-alpha"])
-    counts = assemble_classes(faces, masked, dataset)
-    print(f"\nassembled {dataset}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    # Labels from what each stage recorded (crops: without_mask; correct: with_mask; nose-out and
+    # chin: mask_worn_wrong); every copy of one portrait stays on one side. Two portraits make two
+    # source photos, so half and half is the only honest split here (no test split: bring your own
+    # photos with --data, or real ones with --test-from).
+    run([maskprep, "dataset", str(faces), str(masked), str(dataset), "--ratios", "0.5,0.5"])
     run([maskprep, "augment", str(dataset), str(augmented), "--flip", "--blur", "--color-jitter"])
     # Findings are expected here (the shots of one portrait are near-duplicates of each other, and
     # the classes are imbalanced); the audit reports them and the demo goes on.
@@ -142,14 +112,14 @@ def main() -> None:
          str(out / "audit.json")])
     run([train, str(augmented), "--out", str(run_dir), "--epochs", str(args.epochs), "--img-size", "64",
          "--batch-size", "16", "--weights", "none", "--freeze", "none", "--arch", "resnet18"])
-    sample = next(p for p in list_images(dataset / "with_mask"))
-    run([train, "predict", str(run_dir / "best.pt"), str(sample)])
+    run([train, "predict", str(run_dir / "best.pt"), str(photos), "--detect"])
 
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s. Look at:")
     for label, path in [
         ("face crops + manifest", faces),
         ("masked faces + manifest", masked),
         ("mask preview sheet", out / "masks_preview.png"),
+        ("labelled dataset + split report", dataset),
         ("augmented dataset + manifest", augmented),
         ("audit report (open in a browser)", out / "audit.html"),
         ("audit findings (JSON)", out / "audit.json"),

@@ -12,7 +12,7 @@ flip is ``cv2.flip``, blur one ``cv2.GaussianBlur``, colour jitter one 3x4 affin
 ``cv2.warpAffine``. Arbitrary albumentations pipelines can be added as further named variants
 (``custom=``), seeded the same way.
 
-Only the training split is augmented by default (see :mod:`maskprep.layout`); files of other splits
+Only the training split is augmented by default (see :mod:`maskprep.dataset`); files of other splits
 are copied byte for byte, so a flipped copy of a test photo never lands anywhere.
 
     from maskprep.augment import augment_tree
@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from maskprep.images import ImageReadError, decode_image, list_images
-from maskprep.layout import SPLITS, split_name, split_of
+from maskprep.dataset import split_name, split_of, split_sort_key
 from maskprep.manifest import variant_path
 from maskprep.runner import Job, Produced, Summary, derive_seed, output_rel, relative_to_root, run_stage
 
@@ -392,7 +392,7 @@ class AugmentResult:
                        "augmented; split by origin afterwards so copies of one photo stay together")
             return out
         parts = []
-        for split in sorted(self.splits, key=lambda s: (SPLITS.index(s) if s in SPLITS else 9, s)):
+        for split in sorted(self.splits, key=split_sort_key):
             label = split or "(no split folder)"
             mode = "augmented" if split in self.augmented_splits else "copied unchanged"
             parts.append(f"{label} {self.splits[split]} {mode}")

@@ -76,6 +76,8 @@ _COMMANDS = {
                "Find faces in the photos under IN; write one aligned crop per face to OUT."),
     "synth-masks": ("maskprep.commands.synth",
                     "Mask every face in the photos under IN; write a mirrored tree to OUT."),
+    "dataset": ("maskprep.commands.dataset",
+                "Split labelled face images into OUT/train, OUT/val and OUT/test without leaking a photo."),
     "augment": ("maskprep.commands.augment",
                 "Write IN's images to OUT with augmented variants beside each original."),
     "audit": ("maskprep.commands.audit",
@@ -123,6 +125,7 @@ def cli() -> None:
     A typical pipeline:
       maskprep detect photos/ faces/            # aligned face crops + 68 landmarks
       maskprep synth-masks faces/ masked/       # masks worn right and wrong
+      maskprep dataset faces/ masked/ data/     # labelled train/val/test, no photo on two sides
       maskprep augment data/ augmented/ --flip --blur --color-jitter
       maskprep audit augmented/ --html audit.html
       maskprep-train augmented/                 # ResNet50 with an honest report

@@ -85,8 +85,9 @@ def cli() -> None:
               help="head: train only the new classifier (fast; with --augment none it trains on cached "
                    "features). layer4: also the last residual stage. none: the whole network.")
 @click.option("--weights", default="imagenet", show_default=True,
-              help="Starting weights: imagenet (torchvision's, from the torch hub cache only; never "
-                   "downloaded), none (random), or a PATH to a local state_dict.")
+              help="Starting weights: imagenet (torchvision's weights API: from the torch hub cache, "
+                   "downloaded into it on first use; offline, a clear error with the path to put the "
+                   "file at), none (random; use with --freeze none), or a PATH to a local state_dict.")
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default="light", show_default=True,
               help="Train-time augmentation: none, flip (horizontal), light (flip, 85-100% crop, "
                    "+-15% brightness/contrast).")
@@ -159,11 +160,18 @@ def evaluate_command(checkpoint: str, data: str, as_json: bool, batch_size: int,
 @cli.command("predict")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--detect", is_flag=True,
+              help="Find the faces first and predict per face, on crops made as `maskprep detect` makes "
+                   "them (for whole photos; the model was trained on face crops).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON list with class, confidence and all probabilities.")
 @click.option("--device", type=click.Choice(("auto", "cuda", "cpu")), default="auto", show_default=True)
 @friendly
-def predict_command(checkpoint: str, images: tuple[str, ...], as_json: bool, device: str) -> None:
-    """Class and confidence for each of IMAGES (files, or folders searched for images)."""
+def predict_command(checkpoint: str, images: tuple[str, ...], detect: bool, as_json: bool, device: str) -> None:
+    """Class and confidence for each of IMAGES (files, or folders searched for images).
+
+    The model was trained on face crops: a whole photo gets a warning (use --detect, which crops
+    each face and predicts per face).
+    """
     from pathlib import Path
 
     from maskprep.images import list_images
@@ -174,17 +182,25 @@ def predict_command(checkpoint: str, images: tuple[str, ...], as_json: bool, dev
             paths.extend(str(x) for x in list_images(item))
         else:
             paths.append(item)
-    results = predict(checkpoint, paths, device=device)
+    results = predict(checkpoint, paths, device=device, detect=detect)
     if as_json:
         click.echo(json.dumps(results, indent=1))
     else:
         for r in results:
+            where = r["path"] + (f"#face{r['face']}" if "face" in r else "")
             if "error" in r:
-                click.echo(f"{r['path']}\tERROR {r['error']}")
+                click.echo(f"{where}\tERROR {r['error']}")
             else:
-                click.echo(f"{r['path']}\t{r['class']}\t{r['confidence']:.3f}")
+                click.echo(f"{where}\t{r['class']}\t{r['confidence']:.3f}"
+                           + (f"\twarning: {r['warning']}" if "warning" in r else ""))
+    photos = [r for r in results if "warning" in r]
+    if photos:
+        click.echo(f"warning: {len(photos)} of {len(paths)} input(s) do not look like the face crops the "
+                   "model was trained on (e.g. " + photos[0]["warning"].split(": ", 1)[1] + " in "
+                   f"{photos[0]['path']}); their classes are unreliable. Run again with --detect to crop "
+                   "the faces first and predict per face.", err=True)
     # Exit 1 when a file could not be read, so scripts notice; the other results are still printed.
-    if any("error" in r for r in results):
+    if any("error" in r and r["error"] != "no face" for r in results):
         sys.exit(1)
 
 

@@ -1,7 +1,7 @@
 """Find the classes and splits of an image tree, split it without leaking, and feed it to torch.
 
 Layouts understood: ``class/`` folders, or ``train/ val/ test/`` folders (any level, any of the names
-in :mod:`maskprep.layout`) with ``class/`` folders inside. Without a validation split the trainer makes
+in :mod:`maskprep.dataset`, which owns what a tree means) with ``class/`` folders inside. Without a validation split the trainer makes
 one that is stratified by class and **group-aware**: every copy of one source photo (the manifest's
 ``origin``, or the ``<stem>__<variant>`` file name) lands on the same side.
 """
@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from maskprep.images import ImageReadError, list_images, read_image
-from maskprep.layout import split_name, split_of
-from maskprep.manifest import MANIFEST_NAME, group_key, origin_map
+from maskprep.dataset import Item, Tree, group_split, index_tree, name_key
+from maskprep.images import ImageReadError, read_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -50,6 +49,7 @@ class Dataset:
     splits: dict[str, list[Sample]] = field(default_factory=dict)
     ignored: int = 0            # image files outside any class folder
     split_source: str = ""      # "folders" or "group-aware split (val 0.15, seed 0)"
+    split_warnings: list[str] = field(default_factory=list)  # a requested split that could not be honoured
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {class: count}}`` for the log and metrics.json."""
@@ -60,110 +60,65 @@ class Dataset:
         return out
 
 
-def _class_and_split(rel: str) -> tuple[str | None, str | None]:
-    """``("train/with_mask/a.jpg") -> ("with_mask", "train")``; ``"with_mask/a.jpg" -> ("with_mask", None)``."""
-    parts = PurePosixPath(rel).parts[:-1]
-    split = split_of(rel)
-    if split is None:
-        return (parts[0] if parts else None), None
-    for i, folder in enumerate(parts):
-        if split_name(folder) is not None:
-            return (parts[i + 1] if i + 1 < len(parts) else None), split
-    return None, split
-
-
-def scan_tree(root: str | os.PathLike) -> tuple[list[tuple[str, str, str, str | None]], int]:
-    """``([(abs path, rel, class name, split or None)], ignored count)`` for every image under ``root``."""
-    root = Path(root).resolve()
-    found, ignored = [], 0
-    for path in list_images(root):
-        rel = path.relative_to(root).as_posix()
-        cls, split = _class_and_split(rel)
-        if cls is None:
-            ignored += 1
-            continue
-        found.append((str(path), rel, cls, split))
-    return found, ignored
+def _labelled(tree: Tree) -> tuple[list[Item], int]:
+    """The items of ``tree`` a classifier can use (in a class folder; in a split folder when the tree
+    has them) and the count of the others."""
+    keep = [i for i in tree.items if i.label and (i.split is not None or tree.layout != "split/class")]
+    return keep, len(tree.items) - len(keep)
 
 
 def load_dataset(root: str | os.PathLike, test_dir: str | os.PathLike | None = None,
                  val_fraction: float = 0.15, seed: int = 0) -> Dataset:
-    """Scan ``root`` (and ``test_dir``) into train/val(/test) samples.
+    """Scan ``root`` (and ``test_dir``) into train/val(/test) samples (:func:`maskprep.dataset.index_tree`).
 
     Folder splits are kept as they are. Files outside split folders in a tree that has them are
     ignored (counted). When there is no val split, one is made from train with
-    :func:`group_aware_split`. ``test_dir`` (class folders) replaces any ``test/`` split of ``root``.
+    :func:`maskprep.dataset.group_split`. ``test_dir`` (class folders) replaces any ``test/`` split.
     """
     root = Path(root).resolve()
     if not root.is_dir():
         raise DataError(f"dataset folder not found: {root}")
-    found, ignored = scan_tree(root)
-    has_splits = any(split for *_, split in found)
-    if has_splits:
-        ignored += sum(1 for *_, split in found if split is None)
-        found = [f for f in found if f[3] is not None]
-    else:
-        found = [(p, r, c, "train") for p, r, c, _ in found]
-    classes = sorted({c for _, _, c, s in found if s == "train"})
+    items, ignored = _labelled(index_tree(root))
+    split_of_item = {i.rel: (i.split or "train") for i in items}
+    classes = sorted({i.label for i in items if split_of_item[i.rel] == "train"})
     if len(classes) < 2:
         raise DataError(f"{root}: need at least 2 class folders with images for training, found "
                         f"{len(classes)} ({', '.join(classes) or 'none'}); expected class/ folders "
                         "or train/<class>/ folders")
     index = {c: i for i, c in enumerate(classes)}
-    origins = collect_origins(root)
     ds = Dataset(root=str(root), classes=classes, ignored=ignored, split_source="folders")
-    for path, rel, cls, split in found:
-        if cls not in index:
-            raise DataError(f"{rel}: class {cls!r} is not among the training classes {classes}")
-        ds.splits.setdefault(split, []).append(
-            Sample(path, rel, index[cls], source_group(rel, origins), split))
+    for item in items:
+        if item.label not in index:
+            raise DataError(f"{item.rel}: class {item.label!r} is not among the training classes {classes}")
+        split = split_of_item[item.rel]
+        ds.splits.setdefault(split, []).append(Sample(str(item.path), item.rel, index[item.label], item.group,
+                                                      split))
     if test_dir is not None:
         ds.splits["test"] = load_eval_samples(test_dir, classes)
+    ds.split_warnings = _recorded_split_warnings(root)
     if not ds.splits.get("val"):
         train = ds.splits["train"]
-        tr, va = group_aware_split([s.label for s in train], [s.group for s in train],
-                                   val_fraction, seed)
-        ds.splits["train"] = [train[i] for i in tr]
-        ds.splits["val"] = [train[i] for i in va]
+        plan = group_split([classes[s.label] for s in train], [s.group for s in train],
+                           {"train": 1.0 - val_fraction, "val": val_fraction}, seed)
+        ds.splits["train"] = [train[i] for i in plan.indices("train")]
+        ds.splits["val"] = [train[i] for i in plan.indices("val")]
         for s in ds.splits["val"]:
             s.split = "val"
         ds.split_source = f"group-aware split (val {val_fraction:g}, seed {seed})"
+        ds.split_warnings += plan.warnings
     return ds
 
 
-def source_group(rel: str, origins: dict[str, str] | None = None) -> str:
-    """The source-photo key of ``rel`` (:func:`maskprep.manifest.group_key`) without its split folder.
+def _recorded_split_warnings(root: Path) -> list[str]:
+    """What `maskprep dataset` said about the split it wrote to ``root`` (its split report)."""
+    import json
 
-    ``train/with_mask/a.jpg`` and ``val/with_mask/a__flip.jpg`` are copies of one photo: with the split
-    folder left in, their keys would differ and leakage between folder splits would go unnoticed.
-    """
-    key = group_key(rel, origins)
-    parts = PurePosixPath(key).parts
-    for i, folder in enumerate(parts[:-1]):
-        if split_name(folder) is not None:
-            return PurePosixPath(*parts[:i], *parts[i + 1:]).as_posix()
-    return key
-
-
-def collect_origins(root: Path) -> dict[str, str]:
-    """``{file rel to root: origin}`` from ``root``'s manifest and any manifest in a sub-folder.
-
-    A stage run per split (``augment train/ ...``) leaves its manifest in that folder; its outputs
-    are re-rooted at ``root``, while origins stay as written so one photo keeps one key everywhere.
-    """
-    origins: dict[str, str] = {}
-    for manifest in sorted(root.rglob(MANIFEST_NAME)):
-        prefix = manifest.parent.relative_to(root)
-        for out, origin in origin_map(manifest.parent).items():
-            origins[(prefix / out).as_posix()] = origin
-    return origins
-
-
-def shared_groups(ds: Dataset) -> dict[str, int]:
-    """``{"train-val": n, "train-test": n}``: source photos with copies on both sides (leakage)."""
-    groups = {k: {s.group for s in v} for k, v in ds.splits.items()}
-    train = groups.get("train", set())
-    return {f"train-{k}": len(train & groups[k]) for k in ("val", "test") if k in groups}
+    from maskprep.assemble import REPORT_NAME
+    try:
+        report = json.loads((root / REPORT_NAME).read_text(encoding="utf-8"))
+        return [f"{line} (maskprep dataset, {REPORT_NAME})" for line in report.get("warnings", [])]
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def load_eval_samples(root: str | os.PathLike, classes: Sequence[str]) -> list[Sample]:
@@ -171,54 +126,67 @@ def load_eval_samples(root: str | os.PathLike, classes: Sequence[str]) -> list[S
     root = Path(root).resolve()
     if not root.is_dir():
         raise DataError(f"evaluation folder not found: {root}")
-    found, _ = scan_tree(root)
+    items, _ = _labelled(index_tree(root))
     index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({c for _, _, c, _ in found if c not in index})
+    unknown = sorted({i.label for i in items if i.label not in index})
     if unknown:
         raise DataError(f"{root}: class folders {unknown} are not among the model's classes {list(classes)}")
-    if not found:
+    if not items:
         raise DataError(f"{root}: no images in class folders")
-    origins = collect_origins(root)
-    return [Sample(p, r, index[c], source_group(r, origins), "test") for p, r, c, _ in found]
+    return [Sample(str(i.path), i.rel, index[i.label], i.group, "test") for i in items]
 
 
-def group_aware_split(labels: Sequence[int], groups: Sequence[str], val_fraction: float,
-                      seed: int = 0) -> tuple[list[int], list[int]]:
-    """``(train indices, val indices)``: stratified by class, never splitting a group.
+def split_leaks(ds: Dataset) -> dict[str, dict[str, int]]:
+    """Source photos on both sides of train-val and train-test, and how sure that is.
 
-    Each group counts for its most common label; per class, groups are drawn in a seeded random order
-    into val until about ``val_fraction`` of that class's images are there (at least one group when
-    the class has two or more, and never all of them). Sizes are approximate when groups are large.
+    ``{"train-val": {"confirmed": n, "same_names": m}}``: candidates are groups (recorded origins) and
+    file names (:func:`maskprep.dataset.name_key`) found on both sides; ``confirmed`` counts those
+    whose pixels the audit's own checks find to be copies (exact, near or masked copies), and
+    ``same_names`` the rest, which only share a name (often unrelated photos such as two ``106.jpg``).
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val fraction must be between 0 and 1, not {val_fraction}")
-    members: dict[str, list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        members[g].append(i)
-    group_label = {g: Counter(labels[i] for i in idx).most_common(1)[0][0] for g, idx in members.items()}
-    rng = np.random.default_rng(seed)
-    val: list[int] = []
-    for label in sorted(set(labels)):
-        class_groups = sorted(g for g in members if group_label[g] == label)
-        if len(class_groups) < 2:
-            continue  # a class with one photo cannot be on both sides
-        total = sum(len(members[g]) for g in class_groups)
-        target = val_fraction * total
-        taken = 0
-        left = len(class_groups)  # groups of this class still in train
-        for k in rng.permutation(len(class_groups)):
-            g = class_groups[k]
-            size = len(members[g])
-            # Take a group when it brings the count closer to the target (always the first one),
-            # but never the class's last group in train (possible with a large val_fraction).
-            if left > 1 and (taken == 0 or abs(taken + size - target) < abs(taken - target)):
-                val.extend(members[g])
-                taken += size
-                left -= 1
-            if taken >= target:
-                break
-    val_set = set(val)
-    return [i for i in range(len(labels)) if i not in val_set], sorted(val)
+    from maskprep.audit.duplicates import UnionFind, find_duplicates
+    from maskprep.audit.leakage import linked_copies, masked_copy_pairs
+    from maskprep.audit.scan import scan_file
+
+    out: dict[str, dict[str, int]] = {}
+    train = ds.splits.get("train", [])
+    for other in ("val", "test"):
+        if other not in ds.splits:
+            continue
+        pair = f"train-{other}"
+        keys = {}
+        for side, samples in (("train", train), (other, ds.splits[other])):
+            keys[side] = defaultdict(list)
+            for s in samples:
+                keys[side][("group", s.group)].append(s)
+                keys[side][("name", name_key(s.rel))].append(s)
+        common = sorted(set(keys["train"]) & set(keys[other]))
+        if not common:
+            out[pair] = {"confirmed": 0, "same_names": 0}
+            continue
+        # Scan only the files involved, with the audit's own per-file work and checks.
+        files = sorted({(side, s.path) for key in common for side in ("train", other)
+                        for s in keys[side][key]})
+        entries = [scan_file(Path(path), path, side, "") for side, path in files]
+        position = {path: k for k, (_, path) in enumerate(files)}
+        copies = linked_copies(len(entries), find_duplicates(entries, "/"))
+        for a, b, _ in masked_copy_pairs(entries, copies):
+            copies.union(a, b)
+        # One source photo counted once, whether found by its group or by its name.
+        candidates = UnionFind(len(entries))
+        confirmed_roots = set()
+        for key in common:
+            members = [position[s.path] for side in ("train", other) for s in keys[side][key]]
+            for k in members[1:]:
+                candidates.union(members[0], k)
+        for key in common:
+            left = [position[s.path] for s in keys["train"][key]]
+            right = [position[s.path] for s in keys[other][key]]
+            if any(copies.find(a) == copies.find(b) for a in left for b in right):
+                confirmed_roots.add(candidates.find(left[0]))
+        roots = {candidates.find(position[s.path]) for key in common for s in keys["train"][key]}
+        out[pair] = {"confirmed": len(roots & confirmed_roots), "same_names": len(roots - confirmed_roots)}
+    return out
 
 
 # ----------------------------------------------------------------------------- pixels to tensors
@@ -260,17 +228,22 @@ def to_tensor_array(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def load_pixels(path: str, img_size: int, augment: str = "none",
-                rng: np.random.Generator | None = None) -> np.ndarray:
-    """Read (any mode, EXIF-upright), augment, resize and normalise one file; raises ImageReadError.
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read one file as RGB uint8 (any mode, EXIF-upright); raises ImageReadError.
 
     An OS-level failure (permission denied, I/O error, a folder where a file was) is an
     ImageReadError ``unreadable`` too, so it is skipped and counted like a corrupt file.
     """
     try:
-        img = read_image(path, max_pixels=MAX_PIXELS)
+        return read_image(path, max_pixels=MAX_PIXELS)
     except OSError as exc:
         raise ImageReadError("unreadable", path, exc.strerror or type(exc).__name__) from None
+
+
+def load_pixels(path: str, img_size: int, augment: str = "none",
+                rng: np.random.Generator | None = None) -> np.ndarray:
+    """Read (:func:`read_rgb`), augment, resize and normalise one file; raises ImageReadError."""
+    img = read_rgb(path)
     if augment != "none":
         img = augment_image(img, augment, rng if rng is not None else np.random.default_rng())
     return to_tensor_array(resize_square(img, img_size))
@@ -318,11 +291,3 @@ def collate_skip_unreadable(batch: list) -> tuple[Any, Any, Any] | None:
         return None
     xs, ys, idx = zip(*batch)
     return torch.stack(xs), torch.tensor(ys, dtype=torch.long), torch.tensor(idx, dtype=torch.long)
-
-
-def class_weights(labels: Sequence[int], n_classes: int) -> np.ndarray:
-    """Inverse-frequency weights ``N / (K * n_c)`` (1.0 for balanced data); absent classes get 0."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
-    with np.errstate(divide="ignore"):
-        w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
-    return w.astype(np.float32)

@@ -1,104 +1,97 @@
-"""Classification metrics in plain numpy: accuracy, macro-F1, confusion matrix, one-vs-rest ROC and AUC.
+"""Classification metrics from scikit-learn (accuracy, macro-F1, confusion matrix, one-vs-rest ROC and
+AUC), the trainer's conventions for small splits, and the scores of predictors that know nothing.
 
-Written here rather than taken from scikit-learn so the trainer has no extra dependency; the
-definitions follow the usual ones (sklearn's where a convention is needed, noted below).
+The conventions: a class absent from both the labels and the predictions of a split is left out of
+macro-F1 (a tiny val split without "worn wrong" photos does not look worse than it is), and an AUC
+that is undefined (one class only) is nan, later written as null.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from sklearn import metrics as skm
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """``(n_classes, n_classes)`` int64 counts; row = true class, column = predicted class."""
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    return cm
+    if len(y_true) == 0:
+        return np.zeros((n_classes, n_classes), np.int64)
+    return skm.confusion_matrix(np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64),
+                                labels=list(range(n_classes))).astype(np.int64)
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Fraction of correct predictions (nan for no samples)."""
     y_true = np.asarray(y_true)
-    return float(np.mean(y_true == np.asarray(y_pred))) if y_true.size else float("nan")
+    return float(skm.accuracy_score(y_true, np.asarray(y_pred))) if y_true.size else float("nan")
 
 
-def per_class_f1(cm: np.ndarray) -> np.ndarray:
-    """F1 of each class from a confusion matrix; 0 where a class has no true and no predicted sample."""
-    tp = np.diag(cm).astype(np.float64)
-    denom = cm.sum(axis=0) + cm.sum(axis=1)  # predicted + true = 2tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(denom > 0, 2.0 * tp / denom, 0.0)
-    return f1
+def per_class_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """F1 of each class; 0 where a class has no true and no predicted sample."""
+    if len(y_true) == 0:
+        return np.zeros(n_classes)
+    return skm.f1_score(y_true, y_pred, labels=list(range(n_classes)), average=None, zero_division=0.0)
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-    """Unweighted mean of per-class F1 over the classes that occur in ``y_true`` or ``y_pred``.
-
-    Classes absent from both (e.g. no "worn incorrectly" photo in a small val split) are left out
-    rather than counted as F1 = 0, so a tiny split does not look worse than it is.
-    """
-    cm = confusion_matrix(y_true, y_pred, n_classes)
-    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
-    if not present.any():
+    """Unweighted mean of per-class F1 over the classes that occur in ``y_true`` or ``y_pred``."""
+    y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    present = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
+    if not present:
         return float("nan")
-    return float(per_class_f1(cm)[present].mean())
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties sharing their average rank."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_vals = values[order]
-    ranks = np.empty(len(values), dtype=np.float64)
-    # Boundaries of runs of equal values in the sorted order.
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_vals)) + 1]
-    ends = np.r_[starts[1:], len(values)]
-    avg = (starts + ends + 1) / 2.0  # mean of the 1-based ranks starts+1 .. ends
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
+    return float(skm.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0.0))
 
 
 def binary_auc(is_positive: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney form, ties count one half); nan when one class is absent."""
+    """Area under the ROC curve (ties count one half); nan when one class is absent."""
     is_positive = np.asarray(is_positive, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos = int(is_positive.sum())
-    n_neg = int(is_positive.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
+    if is_positive.all() or not is_positive.any():
         return float("nan")
-    ranks = _average_ranks(scores)
-    return float((ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(skm.roc_auc_score(is_positive, np.asarray(scores, np.float64)))
 
 
 def roc_curve(is_positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(fpr, tpr, thresholds)`` at every distinct score, starting at (0, 0) with threshold +inf."""
-    is_positive = np.asarray(is_positive, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-scores, kind="mergesort")
-    s = scores[order]
-    pos = is_positive[order]
-    last_of_run = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1] if len(s) else np.array([], int)
-    tps = np.cumsum(pos)[last_of_run]
-    fps = (last_of_run + 1) - tps
-    n_pos, n_neg = max(int(pos.sum()), 1), max(int((~pos).sum()), 1)
-    fpr = np.r_[0.0, fps / n_neg]
-    tpr = np.r_[0.0, tps / n_pos]
-    thresholds = np.r_[np.inf, s[last_of_run]]
-    return fpr, tpr, thresholds
+    fpr, tpr, thr = skm.roc_curve(np.asarray(is_positive, dtype=bool), np.asarray(scores, np.float64),
+                                  drop_intermediate=False)
+    thr = thr.astype(np.float64)
+    thr[0] = np.inf  # older scikit-learn releases start at max + 1
+    return fpr, tpr, thr
 
 
 def ovr_auc(y_true: np.ndarray, probs: np.ndarray) -> tuple[float, list[float]]:
-    """One-vs-rest ROC-AUC: ``(macro mean over classes with both positives and negatives, per class)``.
-
-    For two classes this is the ordinary AUC of the positive class (both entries are equal).
-    """
+    """One-vs-rest ROC-AUC: ``(macro mean over classes with both positives and negatives, per class)``."""
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     per_class = [binary_auc(y_true == c, probs[:, c]) for c in range(probs.shape[1])]
     finite = [a for a in per_class if np.isfinite(a)]
     return (float(np.mean(finite)) if finite else float("nan")), per_class
+
+
+def chance_scores(y_true: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """What predictors that never look at the image score on these labels.
+
+    ``majority_class``: the most common class; ``majority_accuracy`` and ``majority_macro_f1``: the
+    scores of always answering it; ``uniform_macro_f1``: the expected macro-F1 of answering each class
+    with equal chance; ``macro_f1``: the best of the two, the bar a model must clear.
+    """
+    y_true = np.asarray(y_true, np.int64)
+    counts = np.bincount(y_true, minlength=n_classes).astype(np.float64)
+    n = counts.sum()
+    if n == 0:
+        return {"majority_class": None, "majority_accuracy": None, "majority_macro_f1": None,
+                "uniform_macro_f1": None, "macro_f1": None}
+    present = counts > 0
+    k = int(present.sum())
+    major = int(counts.argmax())
+    majority_pred = np.full_like(y_true, major)
+    majority_f1 = macro_f1(y_true, majority_pred, n_classes)
+    # Uniform guessing over the k classes present: TP_c = n_c / k, predicted_c = n / k.
+    uniform = float(np.mean([2 * c / (n + k * c) for c in counts[present]]))
+    return {"majority_class": major, "majority_accuracy": float(counts[major] / n),
+            "majority_macro_f1": majority_f1, "uniform_macro_f1": uniform,
+            "macro_f1": max(majority_f1, uniform)}
 
 
 def summarize(y_true: np.ndarray, probs: np.ndarray, loss: float | None = None) -> dict[str, Any]:
@@ -116,8 +109,10 @@ def summarize(y_true: np.ndarray, probs: np.ndarray, loss: float | None = None) 
         "macro_f1": macro_f1(y_true, y_pred, n_classes),
         "roc_auc": auc,
         "roc_auc_per_class": auc_per_class,
-        "f1_per_class": per_class_f1(cm).tolist(),
+        "f1_per_class": per_class_f1(y_true, y_pred, n_classes).tolist(),
         "confusion_matrix": cm.tolist(),
+        "predicted_classes": int(len(np.unique(y_pred))),
+        "chance": chance_scores(y_true, n_classes),
     })
 
 

@@ -1,8 +1,8 @@
 """The classifier: a torchvision ResNet with a new head, where its starting weights come from, what trains.
 
-``--weights imagenet`` never downloads: these machines are offline and a download attempt hangs for
-seconds before failing, so the torch hub cache file is checked first and a missing file is refused
-at once with the path to put it at.
+``--weights imagenet`` goes through torchvision's weights API, as every torchvision user expects: the
+file is read from the torch hub cache, and fetched into it on first use when the machine is online.
+Offline, the download fails within seconds and a one-line error names the file and where to put it.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 ARCHS = ("resnet50", "resnet34", "resnet18")
 FREEZE_MODES = ("head", "layer4", "none")
 HEAD_DROPOUT = 0.2
+DOWNLOAD_TIMEOUT_S = 10  # a connection that makes no progress for this long counts as offline
 
 
 class WeightsError(ValueError):
@@ -33,6 +34,27 @@ def imagenet_cache_path(arch: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
+def imagenet_state(arch: str) -> dict[str, Any]:
+    """``arch``'s ImageNet state_dict from torchvision's weights API (``Weights.get_state_dict``):
+    from the hub cache, downloaded into it when missing. Offline, a :class:`WeightsError` that names
+    the file, its URL and the path to copy it to."""
+    import socket
+    enum = _weights_enum(arch)
+    cached = imagenet_cache_path(arch)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return enum.get_state_dict(progress=True, check_hash=True)
+    except (OSError, RuntimeError, ValueError) as exc:  # URLError, timeouts, DNS, a bad hash
+        raise WeightsError(
+            f"ImageNet weights for {arch} are not in the torch hub cache and could not be downloaded "
+            f"({type(exc).__name__}: {str(exc)[:120]}). Download {enum.url} on a machine with internet "
+            f"and copy {os.path.basename(enum.url)} to {cached} (or set TORCH_HOME), pass --weights PATH "
+            "to a local state_dict, or use --weights none --freeze none to train from scratch") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def _check_arch(arch: str) -> None:
     if arch not in ARCHS:
         raise ValueError(f"architecture must be one of {ARCHS}, not {arch!r}")
@@ -47,8 +69,8 @@ def backbone_width(arch: str) -> int:
 def build_model(arch: str, n_classes: int, weights: str | os.PathLike | None = "none") -> Any:
     """A ResNet whose ``fc`` is ``Sequential(Dropout, Linear(width, n_classes))``.
 
-    ``weights``: ``"none"``/None (random init), ``"imagenet"`` (from the torch hub cache only; a
-    :class:`WeightsError` says where to put the file when it is missing), or a path to a local
+    ``weights``: ``"none"``/None (random init), ``"imagenet"`` (:func:`imagenet_state`: the hub cache,
+    downloaded when online; offline a :class:`WeightsError` says where to put the file), or a path to a local
     state_dict (or a maskprep-train checkpoint), loaded with ``torch.load(weights_only=True)``. A
     path whose head has another number of classes gives just the backbone.
     """
@@ -60,13 +82,7 @@ def build_model(arch: str, n_classes: int, weights: str | os.PathLike | None = "
     if weights in (None, "none"):
         pass
     elif weights == "imagenet":
-        cached = imagenet_cache_path(arch)
-        if not cached.is_file():
-            raise WeightsError(
-                f"ImageNet weights for {arch} are not in the torch hub cache ({cached}); this machine "
-                "cannot download them. Copy the file there (or set TORCH_HOME), pass "
-                "--weights PATH to a local state_dict, or use --weights none to train from scratch")
-        model.load_state_dict(_load_state(cached))
+        model.load_state_dict(imagenet_state(arch))
     model.fc = nn.Sequential(nn.Dropout(HEAD_DROPOUT), nn.Linear(model.fc.in_features, n_classes))
     if weights not in (None, "none", "imagenet"):
         state = _load_state(Path(weights))

@@ -235,10 +235,10 @@ def test_layout_and_splits_are_found(leaky_report):
 
 
 def test_layout_rules_for_nested_and_class_trees():
-    from maskprep.audit.scan import detect_layout, split_and_label
+    from maskprep.dataset import detect_layout, label_of, split_of
     nested = ["kaggle/Train/with_mask/a.jpg", "kaggle/validation/with_mask/b.png", "kaggle/test/x/c.jpg"]
     assert detect_layout(nested) == "split/class"
-    assert [split_and_label(r, "split/class") for r in nested] == [
+    assert [(split_of(r), label_of(r)) for r in nested] == [
         ("train", "with_mask"), ("val", "with_mask"), ("test", "x")]
     # a class folder that holds a "test" sub-folder is still a class tree
     assert detect_layout(["with_mask/test/a.jpg", "without_mask/b.jpg"]) == "class"

@@ -24,7 +24,7 @@ from maskprep.augment import (
 )
 from maskprep.cli import cli
 from maskprep.images import decode_image, list_images, read_image
-from maskprep.layout import split_of
+from maskprep.dataset import split_of
 from maskprep.manifest import group_key, read_manifest
 
 # Real files of the shared set with the shapes of trouble users hit: an RGBA screenshot, a palette PNG,

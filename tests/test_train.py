@@ -25,7 +25,8 @@ from maskprep.images import read_image, write_image
 from maskprep.manifest import ManifestWriter, Record
 from maskprep_train import metrics as M
 from maskprep_train.cli import cli
-from maskprep_train.data import group_aware_split, load_dataset, load_pixels, shared_groups
+from maskprep.dataset import group_split
+from maskprep_train.data import load_dataset, load_pixels, split_leaks
 from maskprep_train.engine import (
     DeviceConfig,
     choose_device,
@@ -113,6 +114,29 @@ def test_metrics_match_definitions_on_known_and_random_cases():
     assert auc == 1.0 and per == [1.0, 1.0, 1.0]
 
 
+def test_chance_scores_and_a_one_class_predictor_is_not_better_than_chance():
+    y = np.array([0] * 6 + [1] * 3 + [2] * 3)
+    chance = M.chance_scores(y, 3)
+    # Always answering class 0: F1 2*0.5/1.5 for it, 0 for the others -> 2/9; accuracy 0.5.
+    assert chance["majority_class"] == 0 and chance["majority_accuracy"] == 0.5
+    assert chance["majority_macro_f1"] == pytest.approx(2 / 9)
+    # Uniform guessing: F1_c = 2 n_c / (n + k n_c) -> (12/30 + 6/21 + 6/21) / 3.
+    assert chance["uniform_macro_f1"] == pytest.approx((12 / 30 + 12 / 21) / 3)
+    # A model that answers class 0 for 300 val images of 3 classes, as the resnet50 of issue 14 did.
+    y_val = np.repeat([0, 1, 2], [110, 100, 90])
+    one_class = np.tile([0.5, 0.3, 0.2], (300, 1))
+    good = np.eye(3)[y_val] * 0.8 + 0.2 / 3
+    final = {"train": M.summarize(y_val, good), "val": M.summarize(y_val, one_class),
+             "test": M.summarize(y_val, one_class)}
+    assert final["val"]["predicted_classes"] == 1
+    verdict = gap_verdict(final, "data/", classes=["with_mask", "without_mask", "worn_wrong"])
+    assert verdict["status"] == "warning"
+    assert verdict["lines"][0].startswith("NOT BETTER THAN CHANCE on val")
+    assert "'with_mask'" in verdict["lines"][0] and "single class" in verdict["lines"][0]
+    assert not any(line.startswith("ok:") for line in verdict["lines"])
+    assert not any("on train" in line for line in verdict["lines"] if "CHANCE" in line)
+
+
 # ----------------------------------------------------------------------------- data and splits
 
 def test_group_aware_split_keeps_every_variant_of_a_photo_together(chandrika, tmp_path):
@@ -147,9 +171,10 @@ def test_group_aware_split_keeps_every_variant_of_a_photo_together(chandrika, tm
 def test_group_aware_split_is_seeded_and_stratified():
     labels = [0] * 30 + [1] * 10
     groups = [f"g{i // 2}" for i in range(40)]
-    tr, va = group_aware_split(labels, groups, 0.2, seed=3)
-    assert (tr, va) == group_aware_split(labels, groups, 0.2, seed=3)
-    assert sorted(tr + va) == list(range(40))
+    plan = group_split([str(v) for v in labels], groups, {"train": 0.8, "val": 0.2}, seed=3)
+    assert plan == group_split([str(v) for v in labels], groups, {"train": 0.8, "val": 0.2}, seed=3)
+    tr, va = plan.indices("train"), plan.indices("val")
+    assert sorted(tr + va) == list(range(40)) and plan.honoured
     assert sum(labels[i] == 0 for i in va) == 6 and sum(labels[i] == 1 for i in va) == 2
 
 
@@ -161,24 +186,38 @@ def test_existing_split_folders_are_used_as_they_are(chandrika, tmp_path):
     assert ds.classes == ["with_mask", "without_mask"] and ds.split_source == "folders"
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 6, "val": 6, "test": 6}
     assert all(s.rel.startswith("val/") for s in ds.splits["val"])
-    assert shared_groups(ds) == {"train-val": 0, "train-test": 0}
-    # A flipped copy of a train photo in val/, linked to it only by its <stem>__<variant> name.
+    assert split_leaks(ds) == {"train-val": {"confirmed": 0, "same_names": 0},
+                               "train-test": {"confirmed": 0, "same_names": 0}}
+    # A flipped copy of a train photo in val/, linked to it only by its <stem>__<variant> name: the
+    # pixels confirm it.
     train_rel = ds.splits["train"][0].rel
     img = read_image(tmp_path / train_rel)
-    write_image(tmp_path / "val" / f"{Path(train_rel).parent.name}/{Path(train_rel).stem}__flip.jpg",
-                img[:, ::-1], 90)
-    assert shared_groups(load_dataset(tmp_path)) == {"train-val": 1, "train-test": 0}
-    (tmp_path / "val" / f"{Path(train_rel).parent.name}/{Path(train_rel).stem}__flip.jpg").unlink()
-    # A per-split manifest (augment run on train/ and val/ separately) reveals a photo on both sides.
+    flipped = tmp_path / "val" / f"{Path(train_rel).parent.name}/{Path(train_rel).stem}__flip.jpg"
+    write_image(flipped, img[:, ::-1], 90)
+    assert split_leaks(load_dataset(tmp_path))["train-val"] == {"confirmed": 1, "same_names": 0}
+    flipped.unlink()
+    # An unrelated photo that happens to share a train photo's file name (two different 106.jpg).
+    other = ds.splits["test"][0]
+    same_name = tmp_path / "val" / train_rel.split("/", 1)[1]
+    same_name.symlink_to(other.path)
+    assert split_leaks(load_dataset(tmp_path))["train-val"] == {"confirmed": 0, "same_names": 1}
+    same_name.unlink()
+    # Per-split manifests that give two different photos the same recorded origin name: only the
+    # names match, and the verdict says so instead of crying leakage.
     val_file = ds.splits["val"][0].rel
     train_file = ds.splits["train"][0].rel
     for split, rel in (("train", train_file), ("val", val_file)):
         with ManifestWriter(tmp_path / split / "manifest.jsonl") as w:
             w.write([Record("augment", "x", "ok", rel.split("/", 1)[1], origin="photos/same.jpg")])
-    assert shared_groups(load_dataset(tmp_path)) == {"train-val": 1, "train-test": 0}
-    verdict = gap_verdict({"train": {"macro_f1": 0.9, "n": 6}, "val": {"macro_f1": 0.9, "n": 6}}, "d/",
-                          {"train-val": 1})
-    assert verdict["status"] == "warning" and any("leakage" in line for line in verdict["lines"])
+    leaks = split_leaks(load_dataset(tmp_path))
+    assert leaks["train-val"] == {"confirmed": 0, "same_names": 1}
+    verdict = gap_verdict({"train": {"macro_f1": 0.9, "n": 6}, "val": {"macro_f1": 0.9, "n": 6}}, "d/", leaks)
+    assert not any("WARNING leakage" in line for line in verdict["lines"])
+    assert any("same file names only" in line for line in verdict["lines"])
+    confirmed = gap_verdict({"train": {"macro_f1": 0.9, "n": 6}, "val": {"macro_f1": 0.9, "n": 6}}, "d/",
+                            {"train-val": {"confirmed": 1, "same_names": 0}})
+    assert confirmed["status"] == "warning" and any("confirmed by their pixels" in line
+                                                    for line in confirmed["lines"])
 
 
 # ----------------------------------------------------------------------------- model
@@ -243,34 +282,25 @@ def test_imagenet_weights_come_from_the_hub_cache_file(tmp_path, monkeypatch):
 
 
 def test_imagenet_weights_offline_fail_fast_with_a_clear_message(small_sets, tmp_path, monkeypatch):
-    """Missing ImageNet weights stop the run before any network use or data scan. Checked by what
-    happens, not by the clock (an elapsed-time bound failed on a busy machine)."""
-    import socket
-
-    import maskprep_train.engine as engine
+    """No network: the download torchvision's weights API starts fails at once, and the error names the
+    file, its URL and the path to put it at; nothing is written."""
+    import urllib.error
     train, _ = small_sets
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
-    attempts: list[str] = []
+    home = tmp_path / "empty_torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    tried = []
 
-    def no_download(*a, **k):
-        attempts.append("download")
-        raise AssertionError("tried to download weights")
-
-    def no_network(self, *a, **k):
-        attempts.append("connect")
-        raise OSError("no network in this test")
-
-    def no_scan(*a, **k):
-        attempts.append("data scan")
-        raise AssertionError("scanned the data before checking the weights")
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(engine, "load_dataset", no_scan)
-    res = CliRunner().invoke(cli, [str(train), "--out", str(tmp_path / "o"), "--weights", "imagenet"])
+    def offline(url, dst, *a, **k):
+        tried.append(url)
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    res = CliRunner().invoke(cli, [str(train), "--out", str(tmp_path / "o"), "--weights", "imagenet",
+                                   "--arch", "resnet18"])
     assert res.exit_code == 2, res.output
-    assert "not in the torch hub cache" in res.output and "--weights none" in res.output
-    assert str(tmp_path / "empty_torch_home") in res.output
-    assert attempts == [], attempts
+    assert tried and tried[0].endswith("/resnet18-f37072fd.pth")  # it did try, through torchvision
+    assert "could not be downloaded" in res.output and tried[0] in res.output
+    assert str(home / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in res.output
+    assert "--weights none --freeze none" in res.output
     assert not (tmp_path / "o").exists()
 
 
@@ -352,6 +382,18 @@ def test_predict_gives_a_class_and_confidence_per_image(trained_run, small_sets)
     text = CliRunner().invoke(cli, ["predict", str(trained_run / "best.pt"), files[0], "nope.jpg"])
     assert text.exit_code == 1 and "ERROR missing" in text.output and files[0] in text.output
     assert predict(trained_run / "best.pt", files[:1])[0]["class"] == out[0]["class"]
+
+
+def test_predict_warns_on_whole_photos_and_detect_predicts_per_face(trained_run, identities):
+    photo = str(identities / "multi" / "two_people.jpg")
+    res = CliRunner().invoke(cli, ["predict", str(trained_run / "best.pt"), photo])
+    assert res.exit_code == 0, res.output
+    assert "2 faces in one picture" in res.output and "--detect" in res.output
+    res = CliRunner().invoke(cli, ["predict", str(trained_run / "best.pt"), photo, "--detect", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("["):])
+    assert [r["face"] for r in out] == [1, 2] and all("warning" not in r for r in out)
+    assert all(r["class"] in ("with_mask", "without_mask") for r in out)
 
 
 def _kaggle_three_class(kaggle: Path, dst: Path, per_class: int = 10) -> Path:

@@ -4,17 +4,16 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Sequence
 
-from maskprep.audit.scan import split_sort_key
+from maskprep.dataset import class_weights as balanced_weights
+from maskprep.dataset import split_sort_key
 
 DEFAULT_MAX_IMBALANCE = 3.0   # largest / smallest class; above it a plain cross-entropy model drifts
 DEFAULT_MAX_DRIFT = 0.10      # a class's share may differ by 10 points between splits
 
 
 def class_weights(counts: dict[str, int]) -> dict[str, float]:
-    """``n / (k * count)`` per class (the "balanced" weighting of scikit-learn); empty classes get none."""
-    present = {c: n for c, n in counts.items() if n > 0}
-    total, k = sum(present.values()), len(present)
-    return {c: round(total / (k * n), 4) for c, n in sorted(present.items())}
+    """The balanced weights of :func:`maskprep.dataset.class_weights`, rounded; empty classes get none."""
+    return {c: round(w, 4) for c, w in sorted(balanced_weights(counts).items()) if counts[c] > 0}
 
 
 def imbalance_ratio(counts: dict[str, int]) -> float | None:

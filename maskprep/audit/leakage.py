@@ -24,7 +24,8 @@ import numpy as np
 from maskprep.audit.duplicates import Duplicates, UnionFind
 from maskprep.audit.hashing import MASK_REGION
 from maskprep.audit.pairs import flip_aware_pairs, hamming_pairs
-from maskprep.audit.scan import THUMB_SIDE, Dataset, FileEntry, source_key
+from maskprep.audit.scan import THUMB_SIDE, Dataset, FileEntry
+from maskprep.dataset import Item, name_key
 from maskprep.manifest import group_key, split_variant
 
 MASKED_HASH_THRESHOLD = 12   # bits; a painted mask moves these hashes by 0-12 bits on real face crops
@@ -100,24 +101,25 @@ def variant_leaks(dataset: Dataset) -> list[dict[str, Any]]:
     (``val/c/a__flip.jpg`` with no ``val/c/a.*``) came from the same-named file of another split;
     a variant beside its own original is not evidence of a leak, however common the name.
     """
-    entries = dataset.entries
+    entries, items = dataset.entries, dataset.items
     findings: list[dict[str, Any]] = []
     by_origin: dict[str, list[int]] = defaultdict(list)
     named: list[int] = []
-    for k, e in enumerate(entries):
-        if e.rel in dataset.origins and dataset.origins[e.rel] != e.rel:
-            by_origin[group_key(dataset.origins[e.rel])].append(k)
+    for k, item in enumerate(items):
+        if item.evidence == "manifest":
+            by_origin[item.group].append(k)
         else:
             named.append(k)
-    path_key = {group_key(entries[k].rel): k for k in named if not split_variant(entries[k].rel)[1]}
+    path_key = {items[k].group: k for k in named if not items[k].evidence}
     for key, members in sorted(by_origin.items()):
         group = members + ([path_key[key]] if key in path_key else [])
         if _spans(entries, group):
-            findings.append(_finding(entries, "variant", group, source=key, evidence=["manifest"]))
+            # named by the photo as recorded (the group key leaves the class folder out)
+            findings.append(_finding(entries, "variant", group, source=group_key(items[members[0]].origin),
+                                     evidence=["manifest"]))
     by_name: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for k in named:
-        key, _ = source_key(entries[k].rel, {})
-        by_name[key][entries[k].split].append(k)
+        by_name[name_key(entries[k].rel)][entries[k].split].append(k)
     for key, splits in sorted(by_name.items()):
         if len(splits) < 2:
             continue
@@ -133,6 +135,18 @@ def variant_leaks(dataset: Dataset) -> list[dict[str, Any]]:
     return findings
 
 
+def linked_copies(n: int, dups: Duplicates) -> UnionFind:
+    """Copies of one picture among ``n`` files: exact groups and near pairs chained, so a near copy of
+    a file's exact twin is in the same set."""
+    linked = UnionFind(n)
+    for group in dups.exact_groups:
+        for k in group[1:]:
+            linked.union(group[0], k)
+    for pr in dups.near_pairs:
+        linked.union(pr.a, pr.b)
+    return linked
+
+
 def find_leakage(dataset: Dataset, dups: Duplicates,
                  identity_pairs: Sequence[tuple[int, int, float, int, int]] | None = None,
                  masked_threshold: int = MASKED_HASH_THRESHOLD) -> list[dict[str, Any]]:
@@ -141,14 +155,7 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
     if len(dataset.splits) < 2:
         return []
     findings: list[dict[str, Any]] = []
-    # Copies of one picture: exact groups and near pairs chained, so a near copy of a file's exact
-    # twin lands in the same finding.
-    linked = UnionFind(len(entries))
-    for group in dups.exact_groups:
-        for k in group[1:]:
-            linked.union(group[0], k)
-    for pr in dups.near_pairs:
-        linked.union(pr.a, pr.b)
+    linked = linked_copies(len(entries), dups)
     # A chain that holds an exact group spanning two splits is an exact leak, whatever near copies
     # hang on it (the near search ran on one file per exact group, so its pairs may all be in one split).
     exact_across: dict[int, str] = {}
@@ -205,22 +212,22 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
 
 
 def label_conflicts(entries: Sequence[FileEntry], dups: Duplicates,
-                    origins: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                    items: Sequence[Item] | None = None) -> list[dict[str, Any]]:
     """Exact or near copies filed under two different classes.
 
     A near copy that is a recorded variant of the other file (same source by manifest or by
     ``<stem>__<variant>`` name) is left out: a masked copy of a photo is meant to change class.
     """
-    origins = origins or {}
     out = []
     for group, kind in zip(dups.exact_groups, dups.exact_kind):
         if len({entries[k].label for k in group}) > 1:
             out.append(_finding(entries, "exact", group, how=kind))
     uf = UnionFind(len(entries))
     for pr in dups.near_pairs:
-        (ka, ea), (kb, eb) = source_key(entries[pr.a].rel, origins), source_key(entries[pr.b].rel, origins)
         # one a variant of the other, whatever class folder the variant went to
-        related = (ea or eb) and PurePosixPath(ka).name == PurePosixPath(kb).name
+        ia, ib = (items[pr.a], items[pr.b]) if items else (None, None)
+        related = ia is not None and ib is not None and bool(ia.evidence or ib.evidence) and \
+            PurePosixPath(ia.group).name == PurePosixPath(ib.group).name
         if not related:
             uf.union(pr.a, pr.b)
     for group in uf.groups():

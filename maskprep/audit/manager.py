@@ -131,7 +131,7 @@ def audit(root: str | os.PathLike, near_threshold: int = DEFAULT_NEAR_THRESHOLD,
     t = time.perf_counter()
     id_pairs, id_info = _identity_pairs(dataset) if identity else ([], None)
     leakage = find_leakage(dataset, dups, identity_pairs=id_pairs)
-    conflicts = label_conflicts(dataset.entries, dups, dataset.origins)
+    conflicts = label_conflicts(dataset.entries, dups, dataset.items)
     timings["leakage"] = time.perf_counter() - t
     settings = {"near_threshold": near_threshold, "identity": identity, "min_side": min_side,
                 "max_aspect": max_aspect, "max_imbalance": max_imbalance, "max_drift": max_drift}

@@ -9,24 +9,18 @@ import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from maskprep.audit.hashing import ImageHashes, hashes_of_prepared, prepare
-from maskprep.images import ImageReadError, decode_image, scan_images
-from maskprep.layout import split_name, split_of
-from maskprep.manifest import MANIFEST_NAME, group_key, read_manifest, split_variant
+from maskprep.dataset import Item, index_tree, item_of, split_sort_key
+from maskprep.images import ImageReadError, decode_image
 
 NO_SPLIT = "all"
 THUMB_SIDE = 32  # the small grey picture kept per image for masked-copy verification
-
-
-def split_sort_key(split: str) -> tuple[int, str]:
-    """Sort key that puts ``train``, ``val`` and ``test`` first, in that order, then any other split."""
-    return {"train": 0, "val": 1, "test": 2}.get(split, 9), split
 
 
 @dataclass
@@ -57,13 +51,15 @@ class FileEntry:
 
 @dataclass
 class Dataset:
-    """A scanned dataset: its layout, its files, and the source key of each file (see :func:`source_keys`)."""
+    """A scanned dataset: its layout, its files (``entries[k]`` is ``items[k]`` of
+    :func:`maskprep.dataset.index_tree`, which owns split, class, origin and group)."""
 
     root: Path
     layout: str                       # "split/class", "class" or "flat"
     entries: list[FileEntry]
     origins: dict[str, str]           # rel -> origin, from every manifest.jsonl under the root
     manifests: list[str]
+    items: list[Item] = field(default_factory=list)
 
     @property
     def splits(self) -> list[str]:
@@ -74,83 +70,6 @@ class Dataset:
     def labels(self) -> list[str]:
         """The classes present, sorted (``""`` for files without a class folder)."""
         return sorted({e.label for e in self.entries})
-
-
-def _split_index(parts: tuple[str, ...]) -> int | None:
-    """Index of the outermost folder named like a split (the rule of :mod:`maskprep.layout`)."""
-    for k, folder in enumerate(parts[:-1]):
-        if split_name(folder):
-            return k
-    return None
-
-
-def detect_layout(rels: Iterable[str]) -> str:
-    """``"split/class"`` when every image in a folder sits under a split folder (train, val, test...,
-    at any depth, as :func:`maskprep.layout.split_of` reads it); ``"class"`` when images sit in class
-    folders; ``"flat"`` when they all sit at the root."""
-    in_folders = [r for r in rels if len(PurePosixPath(r).parts) > 1]
-    if not in_folders:
-        return "flat"
-    return "split/class" if all(split_of(r) for r in in_folders) else "class"
-
-
-def split_and_label(rel: str, layout: str) -> tuple[str, str]:
-    """``(split, class)`` of a file path relative to the dataset root, under a layout.
-
-    The class is the folder right below the split folder (``train/with_mask/a.jpg``), or the top
-    folder in a class layout; files with no such folder have the class ``""``."""
-    parts = PurePosixPath(rel).parts
-    folders = parts[:-1]
-    if layout == "split/class":
-        k = _split_index(parts)
-        if k is not None:
-            return split_name(parts[k]) or parts[k], folders[k + 1] if k + 1 < len(folders) else ""
-        return NO_SPLIT, folders[0] if folders else ""
-    if layout == "class":
-        return NO_SPLIT, folders[0] if folders else ""
-    return NO_SPLIT, ""
-
-
-def read_origins(root: Path) -> tuple[dict[str, str], list[str]]:
-    """``{file rel path: origin}`` from every ``manifest.jsonl`` under ``root`` (outputs marked ok).
-
-    A manifest in a sub-folder (``train/manifest.jsonl``: a stage run on that folder alone) has its
-    outputs and origins read relative to that folder, so two runs that both saw a ``with_mask/a.jpg``
-    in their own inputs do not make two different photos one source."""
-    origins: dict[str, str] = {}
-    found = []
-    for path in sorted(root.rglob(MANIFEST_NAME)):
-        base = path.parent.relative_to(root).as_posix()
-        found.append(path.relative_to(root).as_posix())
-        for rec in read_manifest(path):
-            # A record must name an output and a photo it came from; one without (hand-written or from
-            # another tool) says nothing about sources, and an empty origin has no name to group by.
-            if not (isinstance(rec.origin, str) and PurePosixPath(rec.origin).name):
-                continue
-            if rec.status == "ok" and rec.output:
-                if base in ("", "."):
-                    origins[rec.output] = rec.origin
-                else:
-                    origins[f"{base}/{rec.output}"] = f"{base}/{rec.origin}"
-    return origins, found
-
-
-def source_key(rel: str, origins: dict[str, str]) -> tuple[str, str]:
-    """``(key, evidence)``: the original photo a file descends from, without any split folder.
-
-    ``evidence`` is ``"manifest"`` (an upstream manifest names an origin other than the file itself),
-    ``"name"`` (a ``<stem>__<variant>`` file name) or ``""`` (an original, as far as we can tell).
-    """
-    key = group_key(rel, origins)
-    parts = PurePosixPath(key).parts
-    k = _split_index(parts)
-    if k is not None:
-        key = str(PurePosixPath(*parts[:k], *parts[k + 1:]))
-    if rel in origins and origins[rel] != rel:
-        return key, "manifest"
-    if split_variant(PurePosixPath(rel).name)[1]:
-        return key, "name"
-    return key, ""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -223,23 +142,18 @@ def _scan_job(job: tuple[Path, str, str, str]) -> FileEntry:
     return scan_file(*job, identity=_WORKER.get("identity", False))
 
 
-def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: bool = False,
-                 progress: bool | None = None) -> Dataset:
-    """Scan every image under ``root`` with ``workers`` processes (default: all cores).
-
-    ``identity=True`` also computes dlib face descriptors (about 0.5-1.5 s per photo on one core).
-    """
+def scan_items(items: Sequence[Item], workers: int | None = None, identity: bool = False,
+               progress: bool | None = None, desc: str = "audit") -> list[FileEntry]:
+    """Scan ``items`` (of :func:`maskprep.dataset.index_tree`) with ``workers`` processes (default: all
+    cores); the entries come back in the items' order. ``identity=True`` also computes dlib face
+    descriptors (about 0.5-1.5 s per photo on one core)."""
     from tqdm import tqdm
 
     from maskprep.runner import WORKER_DIED, default_workers, ordered_map
 
-    root = Path(root).resolve()
-    paths, unlisted = scan_images(root)   # unlisted: unreadable folders, dangling links, FIFOs
-    rels = [p.relative_to(root).as_posix() for p in paths]
-    layout = detect_layout(rels)
-    jobs = [(p, r, *split_and_label(r, layout)) for p, r in zip(paths, rels)]
+    jobs = [(i.path, i.rel, i.split or NO_SPLIT, i.label) for i in items]
     workers = default_workers() if not workers or workers < 1 else workers
-    bar = tqdm(total=len(jobs), desc="audit" + (" + faces" if identity else ""), unit="img",
+    bar = tqdm(total=len(jobs), desc=desc + (" + faces" if identity else ""), unit="img",
                file=sys.stderr, disable=progress is False, dynamic_ncols=True, mininterval=0.5)
     entries: list[FileEntry] = []
     try:
@@ -257,8 +171,17 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: 
                 bar.update(1)
     finally:
         bar.close()
-    for item in unlisted:   # counted as unreadable with the reason, never left out silently
-        rel = os.path.relpath(item.path, root).replace(os.sep, "/")
-        entries.append(FileEntry(rel, *split_and_label(rel, layout), error=item.reason))
-    origins, manifests = read_origins(root)
-    return Dataset(root=root, layout=layout, entries=entries, origins=origins, manifests=manifests)
+    return entries
+
+
+def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: bool = False,
+                 progress: bool | None = None) -> Dataset:
+    """Scan every image under ``root`` (see :func:`scan_items`)."""
+    tree = index_tree(root)
+    entries = scan_items(tree.items, workers, identity, progress)
+    for item in tree.unlisted:   # counted as unreadable with the reason, never left out silently
+        rel = os.path.relpath(item.path, tree.root).replace(os.sep, "/")
+        placed = item_of(item.path, rel, tree.origins, tree.layout)
+        entries.append(FileEntry(rel, placed.split or NO_SPLIT, placed.label, error=item.reason))
+    return Dataset(root=tree.root, layout=tree.layout, entries=entries, origins=tree.origins,
+                   manifests=tree.manifests, items=tree.items)
