@@ -78,6 +78,8 @@ _COMMANDS = {
                     "Mask every face in the photos under IN; write a mirrored tree to OUT."),
     "augment": ("maskprep.commands.augment",
                 "Write IN's images to OUT with augmented variants beside each original."),
+    "build-templates": ("maskprep.commands.bank",
+                        "Cut the masks out of real photos under IN into a template bank BANK."),
     "audit": ("maskprep.commands.audit",
               "Audit DATA: class balance, bad files, duplicates, train/val/test leakage."),
 }
