@@ -279,11 +279,14 @@ def from_flat(image: np.ndarray) -> BankTemplate:
     if bw < 16 or bh < 8 or bw * bh > 0.9 * h * w:
         raise Reject("no single mask found on the background")
     alpha = cv2.GaussianBlur(body.astype(np.float32), (0, 0), 0.8) * 255.0
-    rgba = np.dstack([small.astype(np.float32), alpha])[y:y + bh, x:x + bw]
+    # Transparent all round: the warp's margin samples past the box, and must find nothing there.
+    pad = max(bw, bh)
+    rgba = cv2.copyMakeBorder(np.dstack([small.astype(np.float32), alpha]), pad, pad, pad, pad,
+                              cv2.BORDER_CONSTANT, value=0)
     base = load_template(GRID_FROM)
     # The body's box corners -> the grid's outer anchors; inner anchors spread evenly.
     rows, cols = base.rows, base.cols
-    us, vs = np.linspace(0, bw - 1, cols), np.linspace(0, bh - 1, rows)
+    us, vs = np.linspace(x + pad, x + pad + bw - 1, cols), np.linspace(y + pad, y + pad + bh - 1, rows)
     src_grid = np.stack(np.meshgrid(us, vs), axis=-1).astype(np.float32)
     rgba = _to_template(rgba, extend_grid(src_grid), base)
     return _finish(rgba, dict(base.fit), {"body_box": [int(v / scale) for v in (x, y, bw, bh)]})
