@@ -7,7 +7,8 @@ saturating add, so no output pixel leaves the range between the mask and the fac
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,18 +16,30 @@ import numpy as np
 
 @dataclass
 class MaskLayer:
-    """A rendered mask for one face, cropped to its bounding box at ``(x0, y0)`` in the image."""
+    """A rendered mask for one face, cropped to its bounding box at ``(x0, y0)`` in the image.
+
+    ``alpha`` covers the mask and its loops; ``cover`` (None: same as alpha) only the mask body, the
+    coverage --save-alpha writes. ``shadow`` (None: none) multiplies the face before blending: the
+    contact shadow, <= 1 everywhere. ``params`` holds every random draw made to render it."""
 
     rgb: np.ndarray      # h x w x 3 float32, 0..255 (already shaded)
     alpha: np.ndarray    # h x w float32, 0..1
     x0: int
     y0: int
+    shadow: np.ndarray | None = None
+    cover: np.ndarray | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def coverage(self) -> np.ndarray:
+        """Alpha of the mask body (without loops or straps)."""
+        return self.alpha if self.cover is None else self.cover
 
     def full_alpha(self, shape: tuple[int, int]) -> np.ndarray:
-        """The alpha pasted into an image-sized float32 array."""
+        """The body's alpha pasted into an image-sized float32 array."""
         out = np.zeros(shape[:2], np.float32)
         h, w = self.alpha.shape
-        out[self.y0:self.y0 + h, self.x0:self.x0 + w] = self.alpha
+        out[self.y0:self.y0 + h, self.x0:self.x0 + w] = self.coverage
         return out
 
 
@@ -49,9 +62,7 @@ def warp_mesh(src: np.ndarray, src_grid: np.ndarray, dst_grid: np.ndarray,
     ``out_shape``) and the crop's top-left ``(x0, y0)``. Outside the grid the last channel (alpha) is 0.
     Border pixels of ``src`` are replicated, so a template whose edge is transparent stays so.
     """
-    rows, cols = dst_grid.shape[:2]
     dst = np.asarray(dst_grid, np.float64).reshape(-1, 2)
-    srcp = np.asarray(src_grid, np.float64).reshape(-1, 2)
     height, width = out_shape[:2]
     x0 = int(np.clip(np.floor(dst[:, 0].min()) - 1, 0, width))
     y0 = int(np.clip(np.floor(dst[:, 1].min()) - 1, 0, height))
@@ -60,6 +71,26 @@ def warp_mesh(src: np.ndarray, src_grid: np.ndarray, dst_grid: np.ndarray,
     channels = src.shape[2] if src.ndim == 3 else 1
     if x1 <= x0 or y1 <= y0:
         return np.zeros((0, 0, channels), src.dtype), x0, y0
+    map_x, map_y, inside = mesh_maps(src_grid, dst_grid, (x0, y0, x1, y1))
+    # Replicate the border for colour (no black pulled in), then clear the alpha (the last
+    # channel) outside the grid.
+    warped = cv2.remap(src, map_x, map_y, interpolation=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)
+    if warped.ndim == 2:
+        warped = warped[..., None]
+    warped[..., -1] *= inside.astype(warped.dtype)
+    return warped, x0, y0
+
+
+def mesh_maps(src_grid: np.ndarray, dst_grid: np.ndarray,
+              box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The piecewise-affine map from ``dst_grid`` back to ``src_grid`` over the destination
+    ``box`` (x0, y0, x1, y1): (map_x, map_y) for ``cv2.remap`` and a uint8 mask of the pixels inside
+    the grid."""
+    rows, cols = dst_grid.shape[:2]
+    dst = np.asarray(dst_grid, np.float64).reshape(-1, 2)
+    srcp = np.asarray(src_grid, np.float64).reshape(-1, 2)
+    x0, y0, x1, y1 = box
     h, w = y1 - y0, x1 - x0
 
     tris = _triangles(rows, cols)
@@ -104,15 +135,7 @@ def warp_mesh(src: np.ndarray, src_grid: np.ndarray, dst_grid: np.ndarray,
         cv2.fillPoly(hull, [np.round(outline * (1 << shift)).astype(np.int32)], 1,
                      lineType=cv2.LINE_8, shift=shift)
         ids = hull
-    inside = (ids > 0).astype(np.uint8)
-    # Replicate the border for colour (no black pulled in), then clear the alpha (the last
-    # channel) outside the grid.
-    warped = cv2.remap(src, map_x, map_y, interpolation=cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REPLICATE)
-    if warped.ndim == 2:
-        warped = warped[..., None]
-    warped[..., -1] *= inside.astype(warped.dtype)
-    return warped, x0, y0
+    return map_x, map_y, (ids > 0).astype(np.uint8)
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
@@ -222,9 +245,13 @@ def composite(face: np.ndarray, mask_rgb: np.ndarray, alpha: np.ndarray) -> np.n
 
 
 def composite_layer(image: np.ndarray, layer: MaskLayer, in_place: bool = False) -> np.ndarray:
-    """Composite one face's mask layer into ``image`` (a copy of it unless ``in_place``)."""
+    """Composite one face's mask layer into ``image`` (a copy of it unless ``in_place``): the
+    contact shadow darkens the face, then the mask is alpha-blended over it."""
     out = image if in_place else image.copy()
     h, w = layer.alpha.shape
     region = out[layer.y0:layer.y0 + h, layer.x0:layer.x0 + w]
-    region[...] = composite(region, layer.rgb, layer.alpha)
+    face = region
+    if layer.shadow is not None:
+        face = region.astype(np.float32) * layer.shadow[..., None]
+    region[...] = composite(face, layer.rgb, layer.alpha)
     return out

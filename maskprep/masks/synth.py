@@ -393,6 +393,7 @@ def process(job: Job) -> list[Produced]:
         if from_bank:
             kind = {"type": BANK, "template": os.path.relpath(mask_type, bank["dir"]), "wear": wear}
         rel = output_rel(job, variant)
+        draws = [d.pop("render") for d in details]   # every random draw, per face: into params
         faces_info = [dict(entry, **d) for (_, entry, _), d in zip(good, details)]
         info: dict[str, Any] = {"faces": faces_info}
         if skipped:
@@ -403,7 +404,7 @@ def process(job: Job) -> list[Produced]:
                                  params={**kind,
                                          "color": sorted({d["color"] for d in details}),
                                          "pattern": sorted({d["pattern"] for d in details}),
-                                         "render": [d.pop("render") for d in details]}))
+                                         "render": draws}))
         if p.get("save_alpha"):
             alpha_png = np.rint(coverage * 255).astype(np.uint8)
             produced.append(Produced(rel=info["alpha"], data=alpha_png, variant=f"{variant}.alpha",

@@ -1,0 +1,60 @@
+"""The camera layer: bring a mask rendered at a higher resolution down to the photo's pixels, with
+the photo's softness, grain and JPEG artefacts. Pure functions on arrays."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from maskprep.masks.render import _blur_of_luminance, _detail, luminance
+
+
+def render_scale(mask_width: float) -> int:
+    """Supersampling factor for a mask ``mask_width`` output px wide: small masks are rendered
+    larger, so pleats, threads and loops are anti-aliased when resampled."""
+    return 3 if mask_width < 90 else 2 if mask_width < 260 else 1
+
+
+def downsample(rgb: np.ndarray, alphas: list[np.ndarray], size: tuple[int, int],
+               scale: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Area-resample a render (colour premultiplied by ``alphas[0]``) to ``size`` (w, h)."""
+    if scale == 1:
+        return rgb, alphas
+    a = cv2.resize(alphas[0], size, interpolation=cv2.INTER_AREA)
+    pre = cv2.resize(rgb * alphas[0][..., None], size, interpolation=cv2.INTER_AREA)
+    plain = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    out = np.where(a[..., None] > 1e-3, pre / np.maximum(a[..., None], 1e-3), plain)
+    rest = [cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in alphas[1:]]
+    return np.clip(out, 0, 255), [np.clip(a, 0, 1), *rest]
+
+
+def draw_camera(face_rgb: np.ndarray, cover: np.ndarray, rng: np.random.Generator,
+                amount: float = 1.0) -> dict:
+    """The camera draws for one mask: blur (measured on the face), grain level (measured on the
+    covered skin) and a JPEG quality (drawn: the source's compression is unknown)."""
+    covered = cover[::2, ::2] > 0.5
+    lum = luminance(face_rgb)
+    blur = _blur_of_luminance(lum) * amount if covered.sum() >= 16 else 0.0
+    detail = _detail(lum[::2, ::2], covered) if covered.sum() >= 16 else 0.0
+    return {"blur": round(float(blur), 3), "grain": round(float(min(detail * 0.35, 2.5) * amount), 3),
+            "jpeg": int(rng.integers(70, 96)) if amount > 0 else 0,
+            "grain_seed": int(rng.integers(1 << 30))}
+
+
+def apply_camera(rgb: np.ndarray, alphas: list[np.ndarray], d: dict) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Blur the mask (and its edges) like the photo, add its grain, round-trip it through JPEG.
+
+    The grain and JPEG touch only the mask's colour, never the face: blending stays a convex mix."""
+    out = rgb
+    if d["blur"] > 0.1:   # a soft photo has soft mask edges and seams too
+        out = cv2.GaussianBlur(out, (0, 0), d["blur"])
+        alphas = [np.clip(cv2.GaussianBlur(a, (0, 0), d["blur"]), 0, 1) for a in alphas]
+    if d["grain"] > 0.2:
+        noise = np.random.default_rng(d["grain_seed"]).standard_normal(out.shape[:2], dtype=np.float32)
+        out = out + noise[..., None] * d["grain"]
+    out = np.clip(out, 0, 255)
+    if d["jpeg"] and min(out.shape[:2]) >= 8:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(np.rint(out[..., ::-1]).astype(np.uint8)),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(d["jpeg"])])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
+    return out.astype(np.float32), alphas
