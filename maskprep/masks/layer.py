@@ -142,7 +142,7 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         level = light.white
     else:   # a real cut-out keeps its own shading; only the exposure of this photo is applied
         lit = np.ones_like(u)
-        level = 255.0 * float(np.clip(light.face / 215.0, 0.3, 1.12)) ** 0.9
+        level = 255.0 * lightmod.exposure_gain(image, lm)
     shading = lit * relative ** 0.6
     out = albedo * (level * shading)[..., None] * gains
 

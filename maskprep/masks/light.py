@@ -37,6 +37,25 @@ def _sample(image: np.ndarray, n: int = 160) -> np.ndarray:
     return image[::step, ::step]
 
 
+def face_exposure(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """The face's bright luminance (90th percentile inside its landmark box): how exposed it is."""
+    lm = np.asarray(landmarks)
+    x0, y0 = np.floor(lm.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(lm.max(axis=0)).astype(int)
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return 180.0
+    step = max(1, int(max(x1 - x0, y1 - y0) // 64))
+    return float(np.percentile(luminance(image[y0:y1:step, x0:x1:step]), 90))
+
+
+def exposure_gain(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """How a mask cut from a real photo is exposed on this face (a bank template keeps its own
+    shading): the face's exposure relative to a well-exposed face."""
+    return float(np.clip(face_exposure(image, landmarks) / 215.0, 0.3, 1.12)) ** 0.9
+
+
 def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1.0) -> Light:
     """Measure the light of the face ``landmarks`` in ``image`` (RGB uint8).
 

@@ -1,4 +1,4 @@
-"""Put a fitted mask on a photo: piecewise-affine warp, shading from the face, alpha blending.
+"""Put a fitted mask on a photo: piecewise-affine warp, alpha blending (after a contact shadow).
 
 Pure functions on arrays. The warp maps every cell of the template's anchor grid onto the same
 cell of the face grid (two triangles per cell) with one ``cv2.remap``, so there are no seams
@@ -158,26 +158,6 @@ def _masked_blur(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.nd
     return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def shade_from_face(mask_rgb: np.ndarray, alpha: np.ndarray, face_rgb: np.ndarray,
-                    exposure: float, mask_size: float, strength: float = 1.0) -> np.ndarray:
-    """Light the mask like the face under it.
-
-    The low-frequency luminance of the covered face region, relative to its mean, gives the
-    direction of the light (a side-lit face gives a side-lit mask); ``exposure`` (the face's
-    bright luminance, 0..255) scales the whole mask, so a mask in a dark photo is dark. Returns
-    float32 RGB in 0..255.
-    """
-    lum = luminance(face_rgb)
-    weights = (alpha > 0.5).astype(np.float32)
-    if weights.sum() < 4:
-        weights = np.maximum(alpha, 1e-3).astype(np.float32)
-    mean = float((lum * weights).sum() / max(weights.sum(), 1e-6))
-    low = _masked_blur(lum, weights, sigma=max(mask_size / 7.0, 1.0))
-    relative = np.clip(low / max(mean, 1.0), 0.55, 1.45) ** strength
-    gain = float(np.clip(exposure / 215.0, 0.3, 1.12)) ** 0.9
-    return np.clip(mask_rgb.astype(np.float32) * (relative * gain)[..., None], 0, 255)
-
-
 def _detail(lum: np.ndarray, where: np.ndarray) -> float:
     """Median absolute high-pass of a luminance image over ``where``: how sharp/grainy it is."""
     return float(np.median(np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 0.5))[where]))
@@ -190,11 +170,6 @@ _SHARPNESS = (0.10, 0.115, 0.17, 0.25, 0.30)
 _BLUR_SIGMA = (3.0, 2.0, 1.0, 0.4, 0.0)
 
 
-def photo_blur(rgb: np.ndarray) -> float:
-    """How soft a photo region is, as the Gaussian sigma (px) that would make a sharp one so."""
-    return _blur_of_luminance(luminance(rgb))
-
-
 def _blur_of_luminance(lum: np.ndarray) -> float:
     if min(lum.shape) < 8:
         return 0.0
@@ -203,31 +178,6 @@ def _blur_of_luminance(lum: np.ndarray) -> float:
     coarse = np.percentile(np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 2.5))[::2, ::2], 90)
     ratio = float(fine / max(coarse, 1e-3))
     return float(np.interp(ratio, _SHARPNESS, _BLUR_SIGMA))
-
-
-def match_photo(mask_rgb: np.ndarray, face_rgb: np.ndarray, alpha: np.ndarray,
-                rng: np.random.Generator, amount: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Give the mask the photo's softness and grain: blur the mask (and its edge) until it is no
-    sharper than the face it covers, then add sensor-like noise at the level measured on the face.
-    Returns the new (rgb, alpha)."""
-    if amount <= 0:
-        return mask_rgb, alpha
-    # statistics on every other pixel: plenty for medians, a quarter of the cost
-    covered = alpha[::2, ::2] > 0.5
-    if covered.sum() < 16:
-        return mask_rgb, alpha
-    lum = luminance(face_rgb)
-    face_detail = _detail(lum[::2, ::2], covered)
-    sigma = _blur_of_luminance(lum) * amount
-    out = mask_rgb
-    if sigma > 0.1:  # a soft photo has soft mask edges and seams too
-        out = cv2.GaussianBlur(mask_rgb, (0, 0), sigma)
-        alpha = np.clip(cv2.GaussianBlur(alpha, (0, 0), sigma), 0.0, 1.0)
-    noise_sigma = min(face_detail * 0.35, 2.5) * amount
-    if noise_sigma > 0.2:
-        noise = rng.standard_normal(out.shape[:2], dtype=np.float32) * noise_sigma
-        out = out + noise[..., None]
-    return np.clip(out, 0, 255), alpha
 
 
 def feather(alpha: np.ndarray, sigma: float) -> np.ndarray:

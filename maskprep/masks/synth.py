@@ -24,6 +24,7 @@ from maskprep.masks.fit import (
     grid_outline,
 )
 from maskprep.masks.layer import render_layer
+from maskprep.masks.light import face_exposure as _face_exposure  # noqa: F401 - used by bank.py
 from maskprep.masks.render import MaskLayer, composite_layer, luminance
 from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS, MaskTemplate, load_template, parse_color
 from maskprep.runner import Job, Produced, SkipImage, Summary, output_rel, run_stage
@@ -210,19 +211,6 @@ def known_faces(source: dict[str, str], rel: str, image_shape: tuple[int, ...]) 
 
 # ------------------------------------------------------------------------------------------------
 # One mask on one face
-
-def _face_exposure(image: np.ndarray, landmarks: np.ndarray) -> float:
-    """The face's bright luminance (90th percentile inside its landmark box): how exposed it is."""
-    x0, y0 = np.floor(landmarks.min(axis=0)).astype(int)
-    x1, y1 = np.ceil(landmarks.max(axis=0)).astype(int)
-    h, w = image.shape[:2]
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return 180.0
-    step = max(1, int(max(x1 - x0, y1 - y0) // 64))
-    crop = image[y0:y1:step, x0:x1:step]
-    return float(np.percentile(luminance(crop), 90))
-
 
 def render_mask(image: np.ndarray, landmarks: np.ndarray, mask_type: str | MaskTemplate = "surgical",
                 wear: str = "correct", color: tuple[int, int, int] | None = None,
