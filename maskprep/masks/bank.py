@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from maskprep.masks.fit import check_face, extend_grid, fit_grid, grid_outline
+from maskprep.masks.light import exposure_gain
 from maskprep.masks.render import luminance, warp_mesh
 from maskprep.masks.templates import load_template
 
@@ -164,14 +165,6 @@ def _work_scale(image: np.ndarray, landmarks: np.ndarray, capture: np.ndarray
     return crop, (landmarks - shift) * scale, (capture - shift) * scale, np.array([x0, y0, scale])
 
 
-def _exposure_gain(image: np.ndarray, landmarks: np.ndarray) -> float:
-    """The exposure gain the renderer applies for this face (see render.shade_from_face): dividing
-    it out of a cut-out keeps a mask from being darkened twice (once in its photo, once on render)."""
-    from maskprep.masks.synth import _face_exposure
-
-    return float(np.clip(_face_exposure(image, landmarks) / 215.0, 0.3, 1.12)) ** 0.9
-
-
 def from_face(image: np.ndarray, landmarks: np.ndarray) -> BankTemplate:
     """Cut the mask out of one masked face and rectify it into template space.
 
@@ -199,7 +192,9 @@ def from_face(image: np.ndarray, landmarks: np.ndarray) -> BankTemplate:
 
     # Soft edge at work scale, then the inverse of the render warp: face grid -> template grid.
     alpha = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 0.8)
-    rgb = crop.astype(np.float32) / _exposure_gain(image, lm)
+    # The renderer applies the new face's exposure gain: divide the source face's out, so a mask
+    # is not darkened twice (once in its photo, once on render).
+    rgb = crop.astype(np.float32) / exposure_gain(image, lm)
     rgba = np.dstack([np.clip(rgb, 0, 255), alpha * 255.0]).astype(np.float32)
     rgba = _to_template(rgba, extend_grid(grid_w), base)
     return _finish(rgba, CAPTURE_FIT, info)
