@@ -8,22 +8,25 @@ import numpy as np
 from maskprep.masks.render import _blur_of_luminance, _detail, luminance
 
 
-def render_scale(mask_width: float) -> int:
-    """Supersampling factor for a mask ``mask_width`` output px wide: small masks are rendered
-    larger, so pleats, threads and loops are anti-aliased when resampled."""
-    return 3 if mask_width < 90 else 2 if mask_width < 260 else 1
+def render_scale(mask_width: float) -> float:
+    """Render pixels per output pixel for a mask ``mask_width`` output px wide: small masks are
+    rendered larger (pleats, threads and loops anti-aliased when resampled), very large ones a
+    little smaller (their photos are soft anyway; the cost grows with the area)."""
+    scale = float(np.clip(240.0 / max(mask_width, 1.0), 0.5, 3.0))
+    return 1.0 if 0.75 < scale < 1.6 else round(scale, 2)
 
 
 def downsample(rgb: np.ndarray, alphas: list[np.ndarray], size: tuple[int, int],
-               scale: int) -> tuple[np.ndarray, list[np.ndarray]]:
+               scale: float) -> tuple[np.ndarray, list[np.ndarray]]:
     """Area-resample a render (colour premultiplied by ``alphas[0]``) to ``size`` (w, h)."""
-    if scale == 1:
+    if scale == 1 and rgb.shape[1::-1] == tuple(size):
         return rgb, alphas
-    a = cv2.resize(alphas[0], size, interpolation=cv2.INTER_AREA)
-    pre = cv2.resize(rgb * alphas[0][..., None], size, interpolation=cv2.INTER_AREA)
-    plain = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    how = cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR
+    a = cv2.resize(alphas[0], size, interpolation=how)
+    pre = cv2.resize(rgb * alphas[0][..., None], size, interpolation=how)
+    plain = cv2.resize(rgb, size, interpolation=how)
     out = np.where(a[..., None] > 1e-3, pre / np.maximum(a[..., None], 1e-3), plain)
-    rest = [cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in alphas[1:]]
+    rest = [cv2.resize(x, size, interpolation=how) for x in alphas[1:]]
     return np.clip(out, 0, 255), [np.clip(a, 0, 1), *rest]
 
 

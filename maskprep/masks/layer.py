@@ -33,9 +33,17 @@ def _streams(rng: np.random.Generator) -> dict[str, np.random.Generator]:
             for name in ("geometry", "surface", "light", "camera", "print")}
 
 
+_UV: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}   # per-process cache: (u, v) per template size
+
+
 def _uv_warp_source(template: MaskTemplate, rgba: np.ndarray, src: np.ndarray) -> np.ndarray:
     """RGBA (float) plus the template's (u, v) maps: one array, warped in one remap."""
-    u, v = surface.template_uv(src, rgba.shape[:2])
+    key = (template.name, template.kind, rgba.shape[:2], src.tobytes())
+    if key not in _UV:
+        if len(_UV) > 256:
+            _UV.clear()
+        _UV[key] = surface.template_uv(src, rgba.shape[:2])
+    u, v = _UV[key]
     return np.dstack([rgba[..., :3].astype(np.float32), u, v, rgba[..., 3].astype(np.float32) / 255.0])
 
 
@@ -103,7 +111,7 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         empty = np.zeros((0, 0), np.float32)
         return MaskLayer(np.zeros((0, 0, 3), np.float32), empty, x0, y0, params=params), dst
     w, h = x1 - x0, y1 - y0
-    W, H = w * scale, h * scale
+    W, H = max(2, int(round(w * scale))), max(2, int(round(h * scale)))
 
     def to_render(p: np.ndarray) -> np.ndarray:
         return (np.asarray(p, np.float64) - (x0, y0) + 0.5) * scale - 0.5
@@ -112,8 +120,13 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     stack = _uv_warp_source(template, rgba, src)
     warped = cv2.remap(stack, map_x, map_y, interpolation=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_REPLICATE)
-    rgb, u, v = warped[..., :3], warped[..., 3], warped[..., 4]
     body = feather(warped[..., 5] * inside, max(0.35, 0.004 * target_w) * scale)
+    # surface, material and light only where the mask body is (the box also holds the loops)
+    bx, by, bw, bh = cv2.boundingRect((body > 0).astype(np.uint8))
+    if bw == 0 or bh == 0:
+        bx, by, bw, bh = 0, 0, W, H
+    sl = (slice(by, by + bh), slice(bx, bx + bw))
+    rgb, u, v = warped[sl][..., :3], warped[sl][..., 3], warped[sl][..., 4]
 
     # surface and material (drawn masks only)
     mask_w_render = target_w * scale
@@ -132,10 +145,12 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     strength = float(force.get("light_strength", lg.uniform(0.75, 1.25)))
     light = lightmod.estimate_light(image, lm, strength)
     face = image[y0:y1, x0:x1]
-    cover_out = cv2.resize(body, (w, h), interpolation=cv2.INTER_AREA) if scale > 1 else body
+    resized = (W, H) != (w, h)
+    cover_out = cv2.resize(body, (w, h), interpolation=cv2.INTER_AREA) if resized else body
     relative = _relative_light(face, cover_out, target_w)
-    if scale > 1:
+    if resized:
         relative = cv2.resize(relative, (W, H), interpolation=cv2.INTER_LINEAR)
+    relative_body = relative[sl]
     gains = np.asarray(light.gains, np.float32)
     if drawn:
         lit = lightmod.shade(normal, light, gloss=0.08 if template.name in ("kf94", "n95") else 0.03)
@@ -143,8 +158,9 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     else:   # a real cut-out keeps its own shading; only the exposure of this photo is applied
         lit = np.ones_like(u)
         level = 255.0 * lightmod.exposure_gain(image, lm)
-    shading = lit * relative ** 0.6
-    out = albedo * (level * shading)[..., None] * gains
+    shading = lit * relative_body ** 0.6
+    out = np.zeros((H, W, 3), np.float32)
+    out[sl] = albedo * (level * shading)[..., None] * gains
 
     # loops / straps, behind the mask body
     alpha = body
@@ -160,7 +176,8 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
             params["strap_color"] = list(band)
             loop_rgb = np.asarray(band, np.float32)
         elif template.name == "cloth":
-            loop_rgb = np.clip(np.median(albedo[body > 0.9], axis=0), 0, 1) if (body > 0.9).any() \
+            solid = body[sl] > 0.9
+            loop_rgb = np.clip(np.median(albedo[solid], axis=0), 0, 1) if solid.any() \
                 else np.array([0.3, 0.3, 0.3], np.float32)
         else:
             loop_rgb = np.array([0.95, 0.95, 0.94], np.float32)

@@ -81,16 +81,20 @@ def height_field(kind: str, u: np.ndarray, v: np.ndarray, width_px: float,
          - d["wrap"] * uc ** 2 - d["chin_wrap"] * np.clip(vc - 0.7, 0, None) ** 2 / 0.09)
     if kind == "surgical":
         taper = 1 - _smoothstep((np.abs(uc) - 0.86) / 0.14) * 0.7   # pleats pressed flat at the side tape
+        # the profile across v is one curve: tabulate it once, look it up per pixel
+        t = np.linspace(0.0, 1.0, 1025)
+        prof = np.zeros_like(t)
         width = d["pleat_width"]
         for pv in d["pleats"]:
-            x = (vc - (pv - width)) / width      # 0..1 over the rise, the crease at 1
+            x = (t - (pv - width)) / width      # 0..1 over the rise, the crease at 1
             rise = _smoothstep(x) * (x < 1.0)
             drop = np.exp(-np.clip(x - 1.0, 0, None) * 4.0) * (x >= 1.0)   # the crease: steep
-            h += d["pleat_depth"] * taper * (rise + drop * 0.999) * (x > 0)
-        edge = np.minimum(vc, 1 - vc)
-        h += 0.004 * _smoothstep(edge / 0.06) - 0.004  # bound edge: a flat tape, slightly lower
-        # nose wire: a crease just under the top tape
-        h -= 0.006 * np.exp(-((vc - 0.075) / 0.02) ** 2) * (np.abs(uc) < 0.4)
+            prof += d["pleat_depth"] * (rise + drop * 0.999) * (x > 0)
+        edge = np.minimum(t, 1 - t)
+        tape = 0.004 * _smoothstep(edge / 0.06) - 0.004  # bound edge: a flat tape, slightly lower
+        wire = -0.006 * np.exp(-((t - 0.075) / 0.02) ** 2)   # nose wire: a crease under the top tape
+        h += (taper * np.interp(vc, t, prof).astype(np.float32) + np.interp(vc, t, tape)
+              + np.interp(vc, t, wire) * (np.abs(uc) < 0.4))
     elif kind == "kf94":
         fold = d["fold"]
         h += d["fold_depth"] * (1 - np.abs(vc - fold) / max(fold, 1 - fold))
