@@ -48,6 +48,8 @@ MIN_COVER = 0.55
 #: ... and the most of the captured area (grid plus margin) it may fill (a cut that leaked into
 #: the background or the neck).
 MAX_FILL = 0.97
+#: The most of the cut whose colour looks like the face's skin.
+MAX_SKINLIKE = 0.10
 #: Border std (per RGB channel, 0..255) below which a photo counts as a mask on a plain background.
 PLAIN_BORDER_STD = 22.0
 
@@ -142,7 +144,14 @@ def segment_mask(image: np.ndarray, landmarks: np.ndarray, capture: np.ndarray,
     contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     filled = np.zeros_like(fg)
     cv2.drawContours(filled, contours, -1, 1, -1)
-    return filled.astype(bool), {"contrast": round(contrast, 1)}
+    fg = filled.astype(bool)
+    # Skin the cut took in (a cheek beside a dark mask, a lit neck): pixels as near the skin's
+    # colour as the skin's own spread, and nearer to it than to the mask's.
+    near = (d_skin < max(float(np.percentile(d_skin[skin], 75)), 6.0)) & (d_skin < d_mask)
+    skinlike = float(near[fg].mean()) if fg.any() else 0.0
+    if skinlike > MAX_SKINLIKE:
+        raise Reject("mask cut takes in skin")
+    return fg, {"contrast": round(contrast, 1), "skinlike": round(skinlike, 3)}
 
 
 def _work_scale(image: np.ndarray, landmarks: np.ndarray, capture: np.ndarray
