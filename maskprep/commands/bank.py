@@ -38,5 +38,7 @@ def command(input_dir: Path, bank_dir: Path, source_kind: str, assume_crop: bool
     summary = run_and_report(lambda: build_templates(
         input_dir, bank_dir, source_kind=source_kind, assume_crop=assume_crop, seed=seed,
         workers=workers, overwrite=overwrite, resume=resume, progress=False if quiet else None))
+    if summary.outputs:   # two files per template: its PNG and its JSON
+        click.echo(f"  {summary.outputs // 2} template(s) in {bank_dir}")
     if summary.outputs == 0 and summary.inputs > 0:
         click.echo("  no template: no usable mask was found (see the reasons above)", err=True)
