@@ -26,7 +26,14 @@ from maskprep.masks.fit import (
 from maskprep.masks.layer import render_layer
 from maskprep.masks.light import face_exposure as _face_exposure  # noqa: F401 - used by bank.py
 from maskprep.masks.render import MaskLayer, composite_layer, luminance
-from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS, MaskTemplate, load_template, parse_color
+from maskprep.masks.templates import (
+    MASK_TYPES,
+    PATTERNS,
+    MaskTemplate,
+    load_template,
+    parse_color,
+    real_palette,
+)
 from maskprep.runner import Job, Produced, SkipImage, Summary, output_rel, run_stage
 
 STAGE = "synth-masks"
@@ -35,10 +42,9 @@ ALPHA_DIR = ".alpha"   # hidden, so later stages never mistake the coverage labe
 # of masks/chandrikadeb7 where the detector did find the face: used by ``assume_crop``.
 CROP_FACE_BOX = (0.15, 0.22, 0.85, 0.88)
 CROP_MIN_SKIN = 0.6
-# --color random: how often each colour is drawn when not the mask's natural one (black, white
-# and light blue dominate real photos of masks).
-RANDOM_COLOR_WEIGHTS = {"black": 6, "white": 5, "lightblue": 3, "grey": 2, "navy": 1, "pink": 1,
-                        "beige": 1, "blue": 1, "green": 0.5, "red": 0.5, "yellow": 0.5}
+# --color random: share of outputs in the mask's natural colour; the others draw from the palette
+# of real mask colours (templates.real_palette), each colour as often as in real photos.
+RANDOM_NATURAL = 0.3
 
 
 @dataclass(frozen=True)
@@ -233,13 +239,13 @@ def _pick_color(spec: Any, rng: np.random.Generator) -> tuple[tuple[int, int, in
     if spec is None or spec == "natural":
         return None, "natural"
     if spec == "random":
-        # Half the time the natural colour; otherwise mostly the colours masks are sold in.
-        if rng.random() < 0.5:
+        if rng.random() < RANDOM_NATURAL:
             return None, "natural"
-        names = sorted(RANDOM_COLOR_WEIGHTS)
-        weights = np.array([RANDOM_COLOR_WEIGHTS[n] for n in names], float)
-        name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-        return COLORS[name], name
+        palette = real_palette()
+        shares = np.array([share for _, share in palette], float)
+        base = np.array(palette[int(rng.choice(len(palette), p=shares / shares.sum()))][0], float)
+        rgb = tuple(int(c) for c in np.clip(np.rint(base + rng.normal(0, 5, 3)), 0, 255))
+        return rgb, "#%02x%02x%02x" % rgb  # type: ignore[return-value]
     rgb = tuple(int(c) for c in spec)
     return rgb, "#%02x%02x%02x" % rgb  # type: ignore[return-value]
 

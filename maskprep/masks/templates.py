@@ -93,6 +93,15 @@ def load_template_file(path: str | os.PathLike) -> MaskTemplate:
                         kind=meta.get("kind", "drawn"))
 
 
+@functools.lru_cache(maxsize=1)
+def real_palette() -> tuple[tuple[tuple[int, int, int], float], ...]:
+    """The colours real masks come in and each one's share: ``mask_templates/palette.json``,
+    measured from real masked photos by ``mask_templates/measure_palette.py``."""
+    meta = json.loads((templates_dir() / "palette.json").read_text(encoding="utf-8"))
+    return tuple((tuple(int(c) for c in entry["rgb"]), float(entry["share"]))  # type: ignore[misc]
+                 for entry in meta["colors"])
+
+
 def parse_color(text: str) -> tuple[int, int, int] | str:
     """``natural``/``random``, a name from :data:`COLORS`, or ``#rrggbb`` -> RGB (or the keyword)."""
     value = text.strip().lower()
