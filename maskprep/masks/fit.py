@@ -17,7 +17,7 @@ WEAR_MODES = ("correct", "nose-out", "chin")
 
 # Jaw index (0..8, fractional) of the mask's top corners, per wear mode: the lower the top edge,
 # the further down the jaw its corners sit.
-_CORNER_JAW = {"correct": 1.0, "nose-out": 2.0, "chin": 3.0}
+_CORNER_JAW = {"correct": 1.0, "nose-out": 2.0, "chin": 2.5}
 _SIDE_LENGTH = 1.3            # jaw-index length of the mask's side edge below each corner
 _MIDLINE = (27, 28, 29, 30, 33, 51, 57, 8)
 # Landmarks the top edge must stay below, per wear mode: the eyes, the nose, the mouth.
@@ -182,7 +182,15 @@ def fit_grid(landmarks: np.ndarray, rows: int, cols: int, wear: str = "correct",
     if lo > hi:  # squeezed landmarks: split the difference
         lo = hi = (lo + hi) / 2
     heights = top @ frame.up
-    top += np.outer(np.clip(heights, lo, hi) - heights, frame.up)
+    clamped = np.clip(heights, lo, hi)
+    if wear == "chin":
+        # a pulled-down mask hangs from loops that pull its corners up towards the ears: only the
+        # part of the edge in front of the mouth must stay under it
+        mouth = lm[48:60] @ frame.right
+        across = top @ frame.right
+        free = (across < mouth.min() - 0.08 * frame.width) | (across > mouth.max() + 0.08 * frame.width)
+        clamped = np.where(free, np.minimum(heights, hi + 0.25 * h), clamped)
+    top += np.outer(clamped - heights, frame.up)
     top_c = top[cols // 2].copy()
 
     # Narrower than the jaw: the sides end near the ear root, and on a turned head the far side
@@ -281,9 +289,11 @@ def loop_paths(grid: np.ndarray, landmarks: np.ndarray, straps: str = "loops") -
         col = g[:, side]
         sgn = -1 if side == 0 else 1
         if straps == "bands":
+            # they pass above and below the ear and disappear behind the head at its outline
             starts = (col[1], col[-2])
-            ends = (ear[0] + frame.up * frame.height * 0.28 + frame.right * sgn * frame.width * 0.04,
-                    ear[1] - frame.up * frame.height * 0.22 + frame.right * sgn * frame.width * 0.06)
+            ends = (lm[0 if side == 0 else 16] + frame.up * frame.height * 0.12
+                    + frame.right * sgn * frame.width * 0.015,
+                    lm[3 if side == 0 else 13] + frame.right * sgn * frame.width * 0.03)
         else:
             starts = (col[0] * 0.85 + col[1] * 0.15, col[-1] * 0.8 + col[-2] * 0.2)
             ends = (ear[0], ear[1])

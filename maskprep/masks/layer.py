@@ -135,6 +135,9 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         height = surface.height_field(template.name, u, v, mask_w_render, sd)
         normal = surface.normals(height)
         albedo = rgb / 245.0 * surface.material(u, v, mask_w_render, scale, sd)[..., None]
+        if "valve" in sd:
+            cover_v = surface.valve(u, v, sd["valve"])[..., None]
+            albedo = albedo * (1 - cover_v) + np.asarray(sd["valve"]["color"], np.float32) * cover_v
         params["surface"] = sd
     else:
         normal = np.dstack([np.zeros_like(u), np.zeros_like(u), np.ones_like(u)])
@@ -154,6 +157,11 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     gains = np.asarray(light.gains, np.float32)
     if drawn:
         lit = lightmod.shade(normal, light, gloss=0.08 if template.name in ("kf94", "n95") else 0.03)
+        # exposure: the best-lit part of the mask reaches the white level (a white mask is as
+        # bright as the photo's whites allow), whatever the form's overall tilt
+        solid = body[sl] > 0.5
+        if solid.any():
+            lit = lit / max(float(np.percentile(lit[solid][::3], 95)), 0.5)
         level = light.white
     else:   # a real cut-out keeps its own shading; only the exposure of this photo is applied
         lit = np.ones_like(u)

@@ -21,6 +21,10 @@ MATERIALS = {"surgical": ("nonwoven",), "kf94": ("nonwoven", "meltblown"),
              "n95": ("nonwoven", "meltblown"), "cloth": ("cotton", "knit", "knit")}
 
 
+VALVE_SHARE = 0.3
+VALVE_COLORS = ((0.93, 0.93, 0.91), (0.4, 0.41, 0.43), (0.14, 0.14, 0.16), (0.85, 0.72, 0.3))
+
+
 def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, Any]:
     """Every random choice of the surface and material layers for one mask (JSON-ready).
 
@@ -49,7 +53,12 @@ def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, An
                  fold_depth=round(float(rng.uniform(0.05, 0.09)), 4),
                  seam_depth=round(float(rng.uniform(0.02, 0.04)), 4))
     elif kind == "n95":
-        d.update(dome=round(float(rng.uniform(0.16, 0.24)), 4))
+        d.update(dome=round(float(rng.uniform(0.12, 0.2)), 4))
+        if rng.random() < VALVE_SHARE:   # an exhalation valve on one side of the cup
+            d["valve"] = {"u": round(float(rng.choice([-1, 1]) * rng.uniform(0.35, 0.5)), 3),
+                          "v": round(float(rng.uniform(0.5, 0.65)), 3),
+                          "r": round(float(rng.uniform(0.15, 0.21)), 3),
+                          "color": list(VALVE_COLORS[int(rng.integers(len(VALVE_COLORS)))])}
     elif kind == "cloth":
         d.update(seam_depth=round(float(rng.uniform(0.03, 0.07)), 4),
                  wrinkle=round(float(rng.uniform(0.004, 0.012) * (1.8 if pulled else 1.0)), 4))
@@ -104,11 +113,20 @@ def height_field(kind: str, u: np.ndarray, v: np.ndarray, width_px: float,
     elif kind == "n95":
         r2 = uc ** 2 + ((vc - 0.5) * 2) ** 2
         h += d["dome"] * np.sqrt(np.clip(1 - 0.8 * r2, 0, None))
+        if "valve" in d:
+            h += 0.035 * valve(uc, vc, d["valve"])
     elif kind == "cloth":
         h += d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.7, 1.0)) ** 1.5
     if d["wrinkle"] > 0:
         h += d["wrinkle"] * _smooth_noise(u.shape, (5, 4), d["wrinkle_seed"])
     return (h * width_px).astype(np.float32)
+
+
+def valve(u: np.ndarray, v: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Coverage (0..1, soft rim) of a round valve drawn by :func:`draw_surface` (mask coordinates,
+    v scaled to about the mask's aspect so the valve is round)."""
+    r = np.hypot(u - spec["u"], (v - spec["v"]) * 1.3) / spec["r"]
+    return np.clip((1.0 - r) * 8.0, 0.0, 1.0)
 
 
 def normals(height: np.ndarray) -> np.ndarray:
