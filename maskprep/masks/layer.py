@@ -17,7 +17,7 @@ import numpy as np
 
 from maskprep.masks import camera, light as lightmod, surface
 from maskprep.masks.fit import draw_fit, extend_grid, face_frame, fit_grid, loop_paths
-from maskprep.masks.render import MaskLayer, _masked_blur, feather, luminance, mesh_maps
+from maskprep.masks.render import MaskLayer, feather, mesh_maps
 from maskprep.masks.templates import MaskTemplate, colored_rgba
 from maskprep.runner import derive_seed
 
@@ -45,18 +45,6 @@ def _uv_warp_source(template: MaskTemplate, rgba: np.ndarray, src: np.ndarray) -
         _UV[key] = surface.template_uv(src, rgba.shape[:2])
     u, v = _UV[key]
     return np.dstack([rgba[..., :3].astype(np.float32), u, v, rgba[..., 3].astype(np.float32) / 255.0])
-
-
-def _relative_light(face: np.ndarray, cover: np.ndarray, size: float) -> np.ndarray:
-    """The face's own low-frequency light under the mask, relative to its mean (shadows of the
-    scene that a single light direction does not explain)."""
-    lum = luminance(face)
-    weights = (cover > 0.5).astype(np.float32)
-    if weights.sum() < 4:
-        weights = np.maximum(cover, 1e-3).astype(np.float32)
-    mean = float((lum * weights).sum() / max(weights.sum(), 1e-6))
-    low = _masked_blur(lum, weights, sigma=max(size / 7.0, 1.0))
-    return np.clip(low / max(mean, 1.0), 0.55, 1.45).astype(np.float32)
 
 
 def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplate,
@@ -130,6 +118,7 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
 
     # surface and material (drawn masks only)
     mask_w_render = target_w * scale
+    sd: dict[str, Any] = {}
     if drawn and template.name in surface.MATERIALS:
         sd = surface.draw_surface(template.name, wear, streams["surface"])
         height = surface.height_field(template.name, u, v, mask_w_render, sd)
@@ -148,15 +137,15 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     strength = float(force.get("light_strength", lg.uniform(0.75, 1.25)))
     light = lightmod.estimate_light(image, lm, strength)
     face = image[y0:y1, x0:x1]
-    resized = (W, H) != (w, h)
-    cover_out = cv2.resize(body, (w, h), interpolation=cv2.INTER_AREA) if resized else body
-    relative = _relative_light(face, cover_out, target_w)
-    if resized:
-        relative = cv2.resize(relative, (W, H), interpolation=cv2.INTER_LINEAR)
-    relative_body = relative[sl]
+    # the face's light falling off across the mask (measured on the uncovered upper face: the
+    # beard, lips and nostrils under the mask are its colour, not its light)
+    gx = x0 + (np.arange(bx, bx + bw, dtype=np.float32) + 0.5) / scale - 0.5
+    gy = y0 + (np.arange(by, by + bh, dtype=np.float32) + 0.5) / scale - 0.5
+    scene = light.falloff(gx[None, :], gy[:, None])
     gains = np.asarray(light.gains, np.float32)
     if drawn:
-        lit = lightmod.shade(normal, light, gloss=0.08 if template.name in ("kf94", "n95") else 0.03)
+        lit = lightmod.shade(normal, light)
+        sheen = sd["gloss"] * lightmod.specular(normal, light) if sd else None
         # exposure: the best-lit part of the mask reaches the white level (a white mask is as
         # bright as the photo's whites allow), whatever the form's overall tilt
         solid = body[sl] > 0.5
@@ -165,10 +154,12 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         level = light.white
     else:   # a real cut-out keeps its own shading; only the exposure of this photo is applied
         lit = np.ones_like(u)
+        sheen = None
         level = 255.0 * lightmod.exposure_gain(image, lm)
-    shading = lit * relative_body ** 0.6
     out = np.zeros((H, W, 3), np.float32)
-    out[sl] = albedo * (level * shading)[..., None] * gains
+    out[sl] = albedo * (level * lit * scene)[..., None] * gains
+    if sheen is not None:
+        out[sl] += (level * sheen * scene)[..., None] * gains
 
     # loops / straps, behind the mask body
     alpha = body
@@ -189,7 +180,7 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
                 else np.array([0.3, 0.3, 0.3], np.float32)
         else:
             loop_rgb = np.array([0.95, 0.95, 0.94], np.float32)
-        loop_col = loop_rgb[None, None, :] * (level * 0.9 * relative)[..., None] * gains
+        loop_col = loop_rgb[None, None, :] * level * 0.9 * gains
         behind = la * (1 - body)
         alpha = body + behind
         out = (out * body[..., None] + loop_col * behind[..., None]) / np.maximum(alpha, 1e-4)[..., None]

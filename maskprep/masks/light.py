@@ -24,10 +24,22 @@ class Light:
     gains: tuple[float, float, float]        # white balance: RGB multipliers, mean 1
     white: float                             # luminance a white mask reaches where lit head-on
     face: float                              # the face's bright luminance (90th percentile)
+    # how the light falls off across the face: relative change per face width in x and y, about
+    # the face centre (a plane fitted to the upper face's skin, extrapolated under the mask)
+    slope: tuple[float, float] = (0.0, 0.0)
+    centre: tuple[float, float] = (0.0, 0.0)
+    face_width: float = 1.0
+
+    def falloff(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """The face's light at image points (x, y), relative to its centre (0.6..1.4)."""
+        rel = 1.0 + (self.slope[0] * (xs - self.centre[0]) + self.slope[1] * (ys - self.centre[1])) \
+            / self.face_width
+        return np.clip(rel, 0.6, 1.4).astype(np.float32)
 
     def as_params(self) -> dict:
         """JSON-ready, rounded (for the manifest)."""
         return {"direction": [round(c, 3) for c in self.direction], "diffuse": round(self.diffuse, 3),
+                "slope": [round(c, 3) for c in self.slope],
                 "gains": [round(c, 3) for c in self.gains], "white": round(self.white, 1),
                 "face": round(self.face, 1)}
 
@@ -73,7 +85,8 @@ def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1
     # the skin of the face: inside the jaw-and-brow outline, without eyes and mouth
     region = np.zeros(crop.shape[:2], np.uint8)
     pts = (lm - (x0, y0)) / step
-    outline = np.concatenate([pts[0:17], pts[26:16:-1]])
+    # the upper face (brows to the nose tip): skin a mask will not cover, and no beard or lips
+    outline = np.concatenate([pts[0:4], pts[[31, 33, 35]], pts[13:17], pts[26:16:-1]])
     cv2.fillPoly(region, [np.round(outline).astype(np.int32)], 1)
     for part in (pts[36:42], pts[42:48], pts[48:60]):
         cv2.fillPoly(region, [np.round(part).astype(np.int32)], 0)
@@ -84,22 +97,24 @@ def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1
     values = lum[ys, xs]
     face_level = float(np.percentile(values, 90))
     # plane fit: luminance = a + b x + c y (x, y in face widths from the face centre)
-    px = (xs * step + x0 - lm[:, 0].mean()) / face_w
-    py = (ys * step + y0 - lm[:, 1].mean()) / face_w
+    centre = lm.mean(axis=0)
+    px = (xs * step + x0 - centre[0]) / face_w
+    py = (ys * step + y0 - centre[1]) / face_w
     design = np.stack([np.ones_like(px), px, py], axis=1)
     (a, b, c), *_ = np.linalg.lstsq(design, values, rcond=None)
     a = max(float(a), 1.0)
     slope = np.array([b, c]) / a                    # relative change per face width
-    slope *= 1.2
+    falloff = tuple(float(x) for x in np.clip(slope, -1.2, 1.2))
     norm = float(np.hypot(*slope))
-    if norm > 0.8:
-        slope *= 0.8 / norm
-    lx, ly = float(slope[0]), float(slope[1]) - 0.25   # a little light from above: the usual case
+    if norm > 0.45:
+        slope *= 0.45 / norm
+    lx, ly = float(slope[0]), float(slope[1]) - 0.15   # a little light from above: the usual case
     lz = float(np.sqrt(max(1 - lx * lx - ly * ly, 0.1)))
     d = np.array([lx, ly, lz])
     d /= np.linalg.norm(d)
     contrast = float(np.std(values) / max(np.mean(values), 1.0))
-    diffuse = float(np.clip((0.3 + 1.2 * contrast) * strength, 0.2, 0.7))
+    # masks are lit by the room as much as by the key light: a large ambient share
+    diffuse = float(np.clip((0.25 + 1.0 * contrast) * strength, 0.2, 0.55))
 
     # white balance and white level from the photo's brightest pixels
     sample = _sample(image).reshape(-1, 3).astype(np.float32)
@@ -111,23 +126,27 @@ def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1
     photo_white = float(np.percentile(slum, 99.5))
     white = float(np.clip(0.96 * photo_white, face_level * 1.18, face_level * 1.6))
     white = float(min(white, 252.0))
-    return Light(tuple(float(x) for x in d), diffuse, tuple(float(g) for g in gains), white, face_level)
+    return Light(tuple(float(x) for x in d), diffuse, tuple(float(g) for g in gains), white, face_level,
+                 falloff, (float(centre[0]), float(centre[1])), face_w)
 
 
-def shade(normal: np.ndarray, light: Light, gloss: float = 0.0) -> np.ndarray:
-    """Light falling on a surface (H x W float32), 1.0 for a flat mask facing the camera.
-
-    Lambert with ambient, normalised by a flat surface's value; ``gloss`` adds a broad sheen."""
+def shade(normal: np.ndarray, light: Light) -> np.ndarray:
+    """Diffuse light falling on a surface (H x W float32), 1.0 for a flat mask facing the camera:
+    Lambert plus ambient, normalised by a flat surface's value."""
     d = np.asarray(light.direction, np.float32)
     lam = np.clip(normal @ d, 0.0, None)
     kd = light.diffuse
     flat = (1 - kd) + kd * float(d[2])
-    out = ((1 - kd) + kd * lam) / max(flat, 1e-3)
-    if gloss > 0:
-        half = d + np.array([0, 0, 1], np.float32)
-        half /= np.linalg.norm(half)
-        out = out + gloss * kd * np.clip(normal @ half, 0, 1) ** 12
-    return out.astype(np.float32)
+    return (((1 - kd) + kd * lam) / max(flat, 1e-3)).astype(np.float32)
+
+
+def specular(normal: np.ndarray, light: Light, sharpness: float = 12.0) -> np.ndarray:
+    """A broad highlight (H x W float32, 0..1, Blinn): the sheen that shows the folds of a dark
+    mask. Added to the diffuse colour (a highlight is the light's colour, not the mask's)."""
+    d = np.asarray(light.direction, np.float32)
+    half = d + np.array([0, 0, 1], np.float32)
+    half /= np.linalg.norm(half)
+    return (light.diffuse * np.clip(normal @ half, 0, 1) ** sharpness).astype(np.float32)
 
 
 def contact_shadow(top_edge: np.ndarray, up: np.ndarray, shape: tuple[int, int], band: float,

@@ -144,20 +144,6 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
-def _masked_blur(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
-    """Weighted Gaussian low-pass (normalised convolution), computed at reduced scale for speed."""
-    h, w = values.shape
-    scale = min(1.0, 3.0 / max(sigma, 1e-6))
-    sw, sh = max(2, int(round(w * scale))), max(2, int(round(h * scale)))
-    num = cv2.resize(values * weights, (sw, sh), interpolation=cv2.INTER_AREA)
-    den = cv2.resize(weights, (sw, sh), interpolation=cv2.INTER_AREA)
-    s = max(sigma * scale, 0.5)
-    num = cv2.GaussianBlur(num, (0, 0), s)
-    den = cv2.GaussianBlur(den, (0, 0), s)
-    low = num / np.maximum(den, 1e-4)
-    return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
 def _detail(lum: np.ndarray, where: np.ndarray) -> float:
     """Median absolute high-pass of a luminance image over ``where``: how sharp/grainy it is."""
     return float(np.median(np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 0.5))[where]))
