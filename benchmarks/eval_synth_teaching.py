@@ -48,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 from maskprep.images import ImageReadError, list_images, read_image  # noqa: E402
 from maskprep.masks.fit import check_face  # noqa: E402
 from maskprep.masks.synth import crop_face, find_faces, mask_faces  # noqa: E402
-from maskprep.masks.templates import MASK_TYPES  # noqa: E402
+from maskprep.masks.bank import mirrored  # noqa: E402
+from maskprep.masks.templates import MASK_TYPES, load_template  # noqa: E402
 
 SIZE = 64
 NET_SIZE = 128      # the pretrained backbone's input: small faces, and affordable on 2 cores
@@ -257,7 +258,9 @@ def build(data: Path, limit: int | None, seed: int, assume_crop: bool = True,
         box.append(item(flat_box(image, [d["polygon"] for d in details], r)))
         if bank:
             rb = np.random.default_rng([seed, i, 1])
-            template = bank[int(rb.integers(len(bank)))]
+            template = load_template(bank[int(rb.integers(len(bank)))])
+            if rb.random() < 0.5:   # as synth-masks does: mirrored half the time
+                template = mirrored(template)
             banked.append(item(mask_faces(image, faces, template, "correct", rng=rb,
                                           realism=realism)[0]))
     log(f"  {len(neg)} of {len(train_src)} training sources had a usable face "

@@ -162,6 +162,7 @@ def test_synth_masks_with_templates_records_the_template(built: Path, identities
         if r.params["type"] == "bank":
             assert (built / r.params["template"]).is_file()
             assert r.params["color"] == ["natural"]
+            assert isinstance(r.params["mirrored"], bool)
             masked = read_image(outs[0] / r.output)
             original = read_image(faces / r.source)
             lm = np.asarray(r.info["faces"][0]["landmarks"])
@@ -170,6 +171,19 @@ def test_synth_masks_with_templates_records_the_template(built: Path, identities
                           - original[y - 2:y + 3, x - 2:x + 3].astype(int)).mean() > 8
         # the same seed gives the same bytes whatever --workers
         assert (outs[0] / r.output).read_bytes() == (outs[1] / r.output).read_bytes()
+
+
+def test_a_mirrored_template_is_the_mirror_image_with_the_same_anchor_order(built: Path):
+    _, t = _templates(built)[0]
+    m = bank.mirrored(t)
+    np.testing.assert_array_equal(m.rgba, t.rgba[:, ::-1])
+    assert (m.grid[:, 0, 0] < m.grid[:, -1, 0]).all()       # column 0 is still the left side
+    x, y = np.round(t.grid[3, 2]).astype(int)                # an inner anchor keeps its pixel
+    mx, my = np.round(m.grid[3, -3]).astype(int)
+    np.testing.assert_array_equal(m.rgba[my, mx], t.rgba[y, x])
+    back = bank.mirrored(m)
+    np.testing.assert_array_equal(back.rgba, t.rgba)
+    np.testing.assert_allclose(back.grid, t.grid)
 
 
 def test_bank_options_fail_clearly(built: Path, identities: Path, tmp_path: Path):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import numpy as np
 from maskprep.masks.fit import check_face, extend_grid, fit_grid, grid_outline
 from maskprep.masks.light import exposure_gain
 from maskprep.masks.render import luminance, warp_mesh
-from maskprep.masks.templates import load_template
+from maskprep.masks.templates import MaskTemplate, load_template
 
 KIND = "bank"
 #: The drawn template whose canvas and anchor grid every bank template shares.
@@ -294,6 +294,18 @@ def from_flat(image: np.ndarray) -> BankTemplate:
     src_grid = np.stack(np.meshgrid(us, vs), axis=-1).astype(np.float32)
     rgba = _to_template(rgba, extend_grid(src_grid), base)
     return _finish(rgba, dict(base.fit), {"body_box": [int(v / scale) for v in (x, y, bw, bh)]})
+
+
+def mirrored(template: MaskTemplate) -> MaskTemplate:
+    """The template seen in a mirror: image flipped left-right, anchors mirrored and their columns
+    reversed (so the left corner is still column 0). Doubles a bank's variety at no cost."""
+    width = template.rgba.shape[1]
+    grid = template.grid[:, ::-1].copy()
+    grid[..., 0] = (width - 1) - grid[..., 0]
+    rgba = np.ascontiguousarray(template.rgba[:, ::-1])
+    rgba.setflags(write=False)
+    grid.setflags(write=False)
+    return replace(template, name=f"{template.name} (mirrored)", rgba=rgba, grid=grid)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -379,13 +379,19 @@ def process(job: Job) -> list[Produced]:
         rng = job.rng("render", variant)
         # A bank template is a real mask: its own colours, no printed pattern.
         from_bank = mask_type not in MASK_TYPES
-        out, coverage, details = mask_faces(image, [f.landmarks for f, _, _ in good], mask_type, wear,
+        kind: dict[str, Any] = {"type": mask_type, "wear": wear}
+        template: Any = mask_type
+        if from_bank:   # a real mask, mirrored half the time (its own stream: the render's is untouched)
+            from maskprep.masks.bank import mirrored
+
+            flip = bool(job.rng("mirror", variant).random() < 0.5)
+            template = mirrored(load_template(mask_type)) if flip else mask_type
+            kind = {"type": BANK, "template": os.path.relpath(mask_type, bank["dir"]),
+                    "mirrored": flip, "wear": wear}
+        out, coverage, details = mask_faces(image, [f.landmarks for f, _, _ in good], template, wear,
                                             None if from_bank else color,
                                             "none" if from_bank else p.get("pattern", "none"), rng,
                                             jitter=p.get("jitter", 1.0), realism=p.get("realism", 1.0))
-        kind = {"type": mask_type, "wear": wear}
-        if from_bank:
-            kind = {"type": BANK, "template": os.path.relpath(mask_type, bank["dir"]), "wear": wear}
         rel = output_rel(job, variant)
         draws = [d.pop("render") for d in details]   # every random draw, per face: into params
         faces_info = [dict(entry, **d) for (_, entry, _), d in zip(good, details)]
