@@ -263,6 +263,8 @@ def from_flat(image: np.ndarray) -> BankTemplate:
     fg0 = dist > max(MIN_CONTRAST, float(np.percentile(dist[ring], 99)) * 1.5)
     if fg0.sum() < 0.02 * h * w:
         raise Reject("no mask stands out from the background")
+    if fg0[ring].mean() > 0.01:   # a product shot shows the whole mask; a head runs off the frame
+        raise Reject("object runs off the photo edge (a face photo? use --assume-crop)")
     gc = np.where(fg0, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     gc[ring] = cv2.GC_BGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
