@@ -144,7 +144,7 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     scene = light.falloff(gx[None, :], gy[:, None])
     gains = np.asarray(light.gains, np.float32)
     if drawn:
-        lit = lightmod.shade(normal, light)
+        lit = lightmod.shade(normal, light) * surface.occlusion(height, mask_w_render)
         sheen = sd["gloss"] * lightmod.specular(normal, light) if sd else None
         # exposure: the best-lit part of the mask reaches the white level (a white mask is as
         # bright as the photo's whites allow), whatever the form's overall tilt

@@ -114,7 +114,7 @@ def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1
     d /= np.linalg.norm(d)
     contrast = float(np.std(values) / max(np.mean(values), 1.0))
     # masks are lit by the room as much as by the key light: a large ambient share
-    diffuse = float(np.clip((0.25 + 1.0 * contrast) * strength, 0.2, 0.55))
+    diffuse = float(np.clip((0.3 + 1.0 * contrast) * strength, 0.2, 0.65))
 
     # white balance and white level from the photo's brightest pixels
     sample = _sample(image).reshape(-1, 3).astype(np.float32)

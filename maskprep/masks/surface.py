@@ -38,7 +38,7 @@ def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, An
         "wrinkle": round(float(rng.uniform(0.002, 0.008) * (1.8 if pulled else 1.0)), 4),
         "wrinkle_seed": int(rng.integers(1 << 30)),
         "material": str(MATERIALS[kind][int(rng.integers(len(MATERIALS[kind])))]),
-        "fibre": round(float(rng.uniform(0.01, 0.03)), 4),     # texture contrast
+        "fibre": round(float(rng.uniform(0.008, 0.022)), 4),     # texture contrast
         "material_seed": int(rng.integers(1 << 30)),
     }
     # sheen: nonwovens are matt, a knit (sponge) mask shines a little
@@ -89,8 +89,10 @@ def height_field(kind: str, u: np.ndarray, v: np.ndarray, width_px: float,
     horizontal centre fold and chin seam, the N95's moulded cup, the cloth mask's centre seam."""
     uc = np.clip(u, -1.0, 1.0)
     vc = np.clip(v, 0.0, 1.0)
-    h = (d["dome"] * (1 - uc ** 2) * np.clip(np.sin(np.pi * vc), 0, 1) ** 0.7
-         - d["wrap"] * uc ** 2 - d["chin_wrap"] * np.clip(vc - 0.7, 0, None) ** 2 / 0.09)
+    # the global form runs on smoothly past the outline (no kink at the edge for the shading to find)
+    ue, ve = np.clip(u, -1.3, 1.3), np.clip(v, -0.3, 1.3)
+    h = (d["dome"] * (1 - ue ** 2) * np.exp(-((ve - 0.5) / 0.42) ** 2)
+         - d["wrap"] * ue ** 2 - d["chin_wrap"] * np.clip(ve - 0.7, 0, None) ** 2 / 0.09)
     if kind == "surgical":
         taper = 1 - _smoothstep((np.abs(uc) - 0.86) / 0.14) * 0.7   # pleats pressed flat at the side tape
         # the profile across v is one curve: tabulate it once, look it up per pixel
@@ -123,6 +125,14 @@ def height_field(kind: str, u: np.ndarray, v: np.ndarray, width_px: float,
     if d["wrinkle"] > 0:
         h += d["wrinkle"] * _smooth_noise(u.shape, (5, 4), d["wrinkle_seed"])
     return (h * width_px).astype(np.float32)
+
+
+def occlusion(height: np.ndarray, width_px: float, strength: float = 1.0) -> np.ndarray:
+    """Ambient occlusion of a height field (H x W float32, <= 1): creases and folds lie below their
+    surroundings and see less of the room's light, so they read as dark lines under any light."""
+    sigma = max(0.01 * width_px, 0.8)
+    cavity = cv2.GaussianBlur(height, (0, 0), sigma, borderType=cv2.BORDER_REFLECT) - height
+    return np.clip(1.0 - strength * cavity / max(0.01 * width_px, 1e-3), 0.7, 1.0).astype(np.float32)
 
 
 def valve(u: np.ndarray, v: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
