@@ -186,6 +186,15 @@ def test_a_mirrored_template_is_the_mirror_image_with_the_same_anchor_order(buil
     np.testing.assert_allclose(back.grid, t.grid)
 
 
+def test_specks_inside_a_cut_are_filled_but_what_shows_through_stays_clear():
+    cut = np.zeros((100, 100), np.uint8)
+    cut[10:90, 10:90] = 1
+    cut[20:23, 20:23] = 0        # a speck of print or shadow: mask
+    cut[40:75, 40:75] = 0        # a cheek seen through a loop: not mask
+    filled = bank._fill_small_holes(cut, bank.MAX_HOLE * cut.sum())
+    assert filled[21, 21] and not filled[50:70, 50:70].any() and not filled[:10].any()
+
+
 def test_bank_options_fail_clearly(built: Path, identities: Path, tmp_path: Path):
     faces = identities / "joe_biden"
     result = CliRunner().invoke(cli, ["synth-masks", str(faces), str(tmp_path / "a"), "--types", "bank"])

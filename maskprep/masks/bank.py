@@ -48,6 +48,8 @@ MIN_COVER = 0.55
 #: ... and the most of the captured area (grid plus margin) it may fill (a cut that leaked into
 #: the background or the neck).
 MAX_FILL = 0.97
+#: Holes in a cut up to this share of its area are filled; bigger ones stay see-through.
+MAX_HOLE = 0.02
 #: The most of the cut whose colour looks like the face's skin.
 MAX_SKINLIKE = 0.10
 #: Border std (per RGB channel, 0..255) below which a photo counts as a mask on a plain background.
@@ -132,26 +134,44 @@ def segment_mask(image: np.ndarray, landmarks: np.ndarray, capture: np.ndarray,
     bgr = np.ascontiguousarray(image[..., ::-1])
     cv2.grabCut(bgr, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
-    # One piece, the one over the mouth, without holes or specks.
-    k = max(3, int(round(np.ptp(lm[:, 0]) * 0.03)) | 1)
-    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    n, labels = cv2.connectedComponents(fg)
-    if n > 1:
-        votes = np.bincount(labels[mouth], minlength=n)
-        votes[0] = 0
-        fg = (labels == int(votes.argmax())).astype(np.uint8)
-    fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    filled = np.zeros_like(fg)
-    cv2.drawContours(filled, contours, -1, 1, -1)
-    fg = filled.astype(bool)
+    size = max(3, int(round(np.ptp(lm[:, 0]) * 0.03)) | 1)
+    fg = _main_piece(fg, mouth, size)
     # Skin the cut took in (a cheek beside a dark mask, a lit neck): pixels as near the skin's
-    # colour as the skin's own spread, and nearer to it than to the mask's.
+    # colour as the skin's own spread, and nearer to it than to the mask's. A little is cut away;
+    # a lot means the cut is not a mask.
     near = (d_skin < max(float(np.percentile(d_skin[skin], 75)), 6.0)) & (d_skin < d_mask)
     skinlike = float(near[fg].mean()) if fg.any() else 0.0
     if skinlike > MAX_SKINLIKE:
         raise Reject("mask cut takes in skin")
+    fg = _main_piece((fg & ~near).astype(np.uint8), mouth, size)
     return fg, {"contrast": round(contrast, 1), "skinlike": round(skinlike, 3)}
+
+
+def _main_piece(fg: np.ndarray, seed: np.ndarray, size: int) -> np.ndarray:
+    """The piece of a cut over ``seed`` (the mouth), specks opened away, small holes filled."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, kernel)
+    n, labels = cv2.connectedComponents(fg)
+    if n > 1:
+        votes = np.bincount(labels[seed], minlength=n)
+        votes[0] = 0
+        fg = (labels == int(votes.argmax())).astype(np.uint8)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, kernel)
+    return _fill_small_holes(fg, MAX_HOLE * float(fg.sum()))
+
+
+def _fill_small_holes(fg: np.ndarray, max_area: float) -> np.ndarray:
+    """``fg`` (uint8 0/1) as bool with its holes up to ``max_area`` px filled: specks of print or
+    shadow inside a mask are mask, but a big hole is what shows through (a cheek inside a loop)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((fg == 0).astype(np.uint8), connectivity=4)
+    out = fg.astype(bool)
+    h, w = fg.shape
+    for k in range(1, n):
+        x, y, bw, bh, area = stats[k]
+        touches = x == 0 or y == 0 or x + bw == w or y + bh == h   # outside, not a hole
+        if not touches and area <= max_area:
+            out |= labels == k
+    return out
 
 
 def _work_scale(image: np.ndarray, landmarks: np.ndarray, capture: np.ndarray
