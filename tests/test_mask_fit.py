@@ -219,3 +219,25 @@ def test_a_pulled_down_mask_is_not_a_bib(obama_landmarks):
     assert max(depth(p) for p in chin[-1]) < depth(lm[8]) + 0.08 * frame.height
     # the corners (the loops pull them towards the ears) stay above the lower lip
     assert depth(chin[0, 0]) < depth(lm[57]) and depth(chin[0, -1]) < depth(lm[57])
+
+
+def test_a_template_cut_from_a_photo_gets_light_and_camera_but_no_synthetic_surface(identities):
+    """A bank template (kind "bank") already carries a real mask's folds, texture and loops: the
+    renderer gives it the photo's light, contact shadow and camera, and draws no surface, material
+    or loops of its own; a dark photo still darkens it."""
+    import dataclasses
+
+    from maskprep.masks.synth import find_faces, render_mask
+    from maskprep.masks.templates import load_template
+
+    image = read_image(identities / "barack_obama" / "obama.jpg")
+    lm = find_faces(image)[0].landmarks
+    bank = dataclasses.replace(load_template("kf94"), kind="bank")
+    layer, _ = render_mask(image, lm, bank, rng=np.random.default_rng(3), draws={"loops": True})
+    assert "surface" not in layer.params and layer.params["loops"] == "hidden"
+    assert {"light", "camera", "fit"} <= set(layer.params)
+    assert (layer.shadow < 1).any()
+    assert np.array_equal(layer.alpha, layer.coverage)     # no loops drawn
+    dark, _ = render_mask((image * 0.4).astype(np.uint8), lm, bank, rng=np.random.default_rng(3))
+    lum = lambda lay: float(np.median((lay.rgb @ [0.299, 0.587, 0.114])[lay.coverage > 0.9]))  # noqa: E731
+    assert lum(dark) < 0.7 * lum(layer)

