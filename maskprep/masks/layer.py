@@ -118,8 +118,8 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
 
     # surface and material (drawn masks only)
     mask_w_render = target_w * scale
-    sd: dict[str, Any] = {}
-    if drawn and template.name in surface.MATERIALS:
+    synthetic = drawn and template.name in surface.MATERIALS
+    if synthetic:
         sd = surface.draw_surface(template.name, wear, streams["surface"])
         height = surface.height_field(template.name, u, v, mask_w_render, sd)
         normal = surface.normals(height)
@@ -128,8 +128,7 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
             cover_v = surface.valve(u, v, sd["valve"])[..., None]
             albedo = albedo * (1 - cover_v) + np.asarray(sd["valve"]["color"], np.float32) * cover_v
         params["surface"] = sd
-    else:
-        normal = np.dstack([np.zeros_like(u), np.zeros_like(u), np.ones_like(u)])
+    else:   # a cut-out (or a drawing without a synthetic surface) keeps its own shading
         albedo = rgb / 255.0
 
     # light
@@ -143,7 +142,7 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     gy = y0 + (np.arange(by, by + bh, dtype=np.float32) + 0.5) / scale - 0.5
     scene = light.falloff(gx[None, :], gy[:, None])
     gains = np.asarray(light.gains, np.float32)
-    if drawn:
+    if synthetic:
         lit = lightmod.shade(normal, light) * surface.occlusion(height, mask_w_render)
         # exposure: the best-lit part of the mask reaches the white level (a white mask is as
         # bright as the photo's whites allow), whatever the form's overall tilt
@@ -151,7 +150,7 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         if solid.any():
             lit = lit / max(float(np.percentile(lit[solid][::3], 95)), 0.5)
         level = light.white
-    else:   # a real cut-out keeps its own shading; only the exposure of this photo is applied
+    else:   # only the exposure of this photo is applied
         lit = np.ones_like(u)
         level = 255.0 * lightmod.exposure_gain(image, lm)
     out = np.zeros((H, W, 3), np.float32)
