@@ -354,6 +354,9 @@ def test_command_writes_variants_alpha_manifest_and_preview(identities, shared_d
     two = [r for r in by_source["multi/two_people.jpg"] if r.variant == "surgical_nose-out"][0]
     assert two.params["type"] == "surgical" and two.params["wear"] == "nose-out"
     assert two.params["color"] == ["natural"]
+    # every random draw of the render layers is in params, per face
+    assert len(two.params["render"]) == 2
+    assert {"fit", "loops", "surface", "light", "camera"} <= set(two.params["render"][0])
     assert len(two.info["faces"]) == 2
     face = two.info["faces"][0]
     assert len(face["landmarks"]) == 68 and len(face["polygon"]) >= 8 and len(face["box"]) == 4
