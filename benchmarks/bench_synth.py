@@ -166,8 +166,12 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=4,
                         help="copies of the photo folder the whole-command run goes over")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--limit", type=int, default=0, help="only the first N photos (0: all)")
+    parser.add_argument("--reused-only", action="store_true",
+                        help="only the baseline and faces reused from detect (the issue's 5x bar), "
+                             "no whole-command run")
     args = parser.parse_args()
-    paths = list_images(args.data)
+    paths = list_images(args.data)[:args.limit or None]
     if not paths:
         sys.exit(f"no photos under {args.data}")
     n = len(paths) * args.repeat
@@ -183,6 +187,13 @@ def main() -> None:
           "faces = faces masked (baseline: detected)")
     FACES.clear()
     base_t = _sum(maskthefface_like, paths, args.repeat)
+    if args.reused_only:
+        reused_t = _sum(lambda p: ours(p, None, known), paths, args.repeat)
+        base = report("MaskTheFace-style baseline", base_t, n, FACES["baseline"])
+        ours_reused = report("maskprep, faces from detect", reused_t, n, FACES["reused"])
+        print(f"per CPU-second vs baseline, faces reused from a detect manifest: "
+              f"{base / ours_reused:.1f}x (the bar: at least 5x)")
+        return
     default_t = _sum(lambda p: ours(p, None), paths, args.repeat)
     fast_t = _sum(lambda p: ours(p, 640), paths, args.repeat)
     reused_t = _sum(lambda p: ours(p, None, known), paths, args.repeat)

@@ -33,7 +33,7 @@ from PIL import Image
 CANVAS_W, CANVAS_H = 320, 240
 ROWS, COLS = 5, 9
 SUPER = 3                       # supersampling factor for anti-aliased edges
-CX, HALF_W = CANVAS_W / 2, 128  # domain centre and half width (u = +-1), margins hold loops/straps
+CX, HALF_W = CANVAS_W / 2, 128  # domain centre and half width (u = +-1), margins: the anti-aliased edge
 
 OUT_DIR = Path(__file__).resolve().parent
 
@@ -61,27 +61,23 @@ def _domain(kind: str):
 SPECS = {
     "surgical": {
         "base_color": [156, 200, 222],   # the usual light blue of a disposable mask
-        "description": "three-ply disposable mask: three pleats, nose wire, ear loops",
+        "description": "three-ply disposable mask: bound edges, nose wire (pleats and loops are rendered per output)",
         "fit": {"top": 0.34, "side_drop": 0.0, "chin_margin": 0.06, "width": 1.04, "bulge": 0.05},
-        "straps": "loops",
     },
     "kf94": {
         "base_color": [240, 241, 243],
         "description": "Korean KF94: fish shape, horizontal fold, centre seam, welded side flaps",
         "fit": {"top": 0.28, "side_drop": 0.2, "chin_margin": 0.1, "width": 1.02, "bulge": 0.05},
-        "straps": "loops",
     },
     "cloth": {
         "base_color": [58, 62, 74],      # charcoal cotton
         "description": "two-piece cotton mask: twill weave, centre seam, hemmed edge",
         "fit": {"top": 0.32, "side_drop": 0.0, "chin_margin": 0.08, "width": 1.0, "bulge": 0.06},
-        "straps": "loops",
     },
     "n95": {
         "base_color": [236, 232, 220],   # moulded off-white
-        "description": "moulded N95 cup: rim, nose foam, two head straps",
+        "description": "moulded N95 cup: rim, nose clip (two head straps are drawn on the photo)",
         "fit": {"top": 0.28, "side_drop": 0.35, "chin_margin": 0.1, "width": 0.94, "bulge": 0.06},
-        "straps": "bands",
     },
 }
 
@@ -156,26 +152,6 @@ def _line(dist_px: np.ndarray, width: float) -> np.ndarray:
     return (np.abs(dist_px) < width / 2).astype(np.float64)  # supersampling anti-aliases it
 
 
-def _strap_alpha(xs, ys, kind: str, straps: str) -> np.ndarray:
-    """Ear loops / head straps leaving the mask sides towards the ears, fading out at the canvas edge."""
-    top, bottom = _domain(kind)
-    alpha = np.zeros_like(xs)
-    width = 2.2 if straps == "loops" else 4.5
-    for side in (-1, 1):
-        x0 = CX + side * HALF_W
-        t, b = float(top(np.array(side * 1.0))), float(bottom(np.array(side * 1.0)))
-        for frac, rise in ((0.14, -0.5), (0.86, 0.25)):
-            y0 = t + (b - t) * frac
-            # a straight cord going outwards (and a little up for the upper one)
-            dx = (xs - x0) * side
-            along = np.clip(dx, 0, None)
-            cy = y0 + rise * along
-            cover = _line(ys - cy, width) * (dx > -2)
-            fade = np.clip(1 - along / (CANVAS_W / 2 - HALF_W - 2), 0, 1) ** 0.7
-            alpha = np.maximum(alpha, cover * fade * (dx > 0))
-    return alpha
-
-
 def _bleed(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Give transparent pixels the colour of the nearest visible ones (push-pull fill)."""
     import cv2
@@ -199,86 +175,51 @@ def draw(kind: str) -> tuple[np.ndarray, dict]:
     spec = SPECS[kind]
     w, h = CANVAS_W * SUPER, CANVAS_H * SUPER
     u, v, dist, xs, ys = _uv(kind, w, h)
-    rng = np.random.default_rng({"surgical": 1, "kf94": 2, "cloth": 3, "n95": 4}[kind])
     base = np.array(spec["base_color"], np.float64) / 255.0
     shade = np.ones_like(u)          # multiplies the base colour
     detail = np.zeros(u.shape + (3,))  # added colour (seams, stitches)
 
-    # a soft overall form: lighter in the middle, darker towards the sides and edges
-    shade *= 1.0 - 0.10 * np.abs(u) ** 2 - 0.05 * (np.clip(v, 0, 1) - 0.45) ** 2
-
+    # Only what is printed, sewn or welded is drawn here: the form (dome, pleats, folds) and the
+    # material's texture are rendered per output by maskprep.masks.surface, under the photo's light.
     if kind == "surgical":
-        # three pleats: each a fold with a shadow line under a lit band
-        for pv in (0.30, 0.50, 0.70):
-            d = (v - pv) * 136
-            shade *= 1 - 0.22 * np.exp(-(d / 1.6) ** 2)            # crease shadow
-            shade *= 1 + 0.06 * np.exp(-((d + 6) / 5) ** 2)       # lit band above
-            shade *= 1 - 0.07 * np.clip(-d / 14, 0, 1) * (d > -14)  # under-fold shade
-        # bound edges (sewn tape) top and bottom, side tapes
+        # bound edges (sewn tape, a touch lighter) top and bottom, side tapes, their stitch lines
         edge = np.minimum(v * 136, (1 - v) * 136)
-        shade *= 1 - 0.06 * (edge < 7)
         side = (1 - np.abs(u)) * HALF_W
-        shade *= 1 - 0.06 * (side < 6)
-        # nose wire under the top tape
-        wire = (np.abs(u) < 0.36) * _line((v * 136 - 4.5), 2.0)
-        shade *= 1 - 0.16 * wire
-        # non-woven fibres: fine speckle
-        noise = rng.normal(0, 1, (h // SUPER + 1, w // SUPER + 1))
-        shade *= 1 + 0.018 * np.kron(noise, np.ones((SUPER, SUPER)))[:h, :w]
+        tape = (edge < 7) | (side < 6)
+        shade *= np.where(tape, 1.04, 1.0)
+        shade *= 1 - 0.10 * (_line(edge - 7, 0.8) + _line(side - 6, 0.8) * (edge > 7))
+        # nose wire inside the top tape: a faint ridge line
+        wire = (np.abs(u) < 0.36) * _line((v * 136 - 3.5), 1.6)
+        shade *= 1 - 0.06 * wire
     elif kind == "kf94":
         top, bottom = _domain(kind)
         fold_v = 0.46
         d = (v - fold_v) * (bottom(u) - top(u))
-        shade *= np.where(d < 0, 1.0 + 0.03 * np.clip(-d / 40, 0, 1), 0.93 - 0.04 * np.clip(d / 60, 0, 1))
-        shade *= 1 - 0.25 * np.exp(-(d / 1.5) ** 2)                       # horizontal fold seam
+        shade *= 1 - 0.10 * np.exp(-(d / 1.2) ** 2)                       # welded fold seam
         seam_x = (xs - CX)
         lower = d > 0
-        shade *= 1 - 0.22 * np.exp(-(seam_x / 1.3) ** 2) * lower          # centre seam, chin panel
-        shade *= np.where(lower, 1 + 0.05 * np.tanh(seam_x / 10), 1)     # the two sides catch light
+        shade *= 1 - 0.08 * np.exp(-(seam_x / 1.0) ** 2) * lower          # centre seam, chin panel
         flap = np.abs(u) - 0.80
-        shade *= np.where(flap > 0, 0.93, 1.0)                             # side flaps
-        shade *= 1 - 0.22 * np.exp(-((flap * HALF_W) / 1.3) ** 2)
+        shade *= 1 - 0.08 * np.exp(-((flap * HALF_W) / 1.0) ** 2)         # welded side flaps
         # welded edge: a band of small embossed dots
         band = (dist > 1.5) & (dist < 6.5)
         dots = (np.sin(xs * 2.1) * np.sin(ys * 2.1)) > 0.6
-        shade *= 1 - 0.10 * (band & dots)
-        noise = rng.normal(0, 1, (h // SUPER + 1, w // SUPER + 1))
-        shade *= 1 + 0.012 * np.kron(noise, np.ones((SUPER, SUPER)))[:h, :w]
+        shade *= 1 - 0.06 * (band & dots)
     elif kind == "cloth":
-        # twill weave: diagonal ribs plus a finer cross thread
-        shade *= 1 + 0.09 * np.sin((xs + ys) * 2.6) + 0.04 * np.sin((xs - ys) * 5.3)
-        # centre seam, slightly raised with a stitch line beside it
+        # centre seam line (its ridge is in the height field) and a hem stitched inside the edge
         seam_x = xs - CX
-        shade *= 1 - 0.35 * np.exp(-(seam_x / 1.4) ** 2)
-        shade *= 1 + 0.08 * np.exp(-((seam_x - 4) / 3) ** 2)
-        # hem: a stitched line 5 px inside the edge
-        stitch = _line(dist - 5.5, 1.1) * (np.sin((xs + ys) * 1.1) > -0.2)
-        detail += stitch[..., None] * 0.18
-        shade *= 1 - 0.10 * (dist < 4)
-        noise = rng.normal(0, 1, (h // SUPER + 1, w // SUPER + 1))
-        shade *= 1 + 0.03 * np.kron(noise, np.ones((SUPER, SUPER)))[:h, :w]
+        shade *= 1 - 0.25 * np.exp(-(seam_x / 1.0) ** 2)
+        stitch = _line(dist - 5.5, 0.9) * (np.sin((xs + ys) * 1.1) > -0.2)
+        detail += stitch[..., None] * 0.06
     elif kind == "n95":
-        # dome: bright centre, darker rim, like a moulded cup under frontal light
-        r = np.sqrt(u ** 2 + ((v - 0.5) * 2) ** 2)
-        shade *= 1.04 - 0.16 * np.clip(r, 0, 1.2) ** 2
-        # moulded rim
-        shade *= 1 - 0.10 * (dist < 8) - 0.12 * _line(dist - 8, 1.5)
-        # nose foam strip and metal clip at the top centre
-        foam = (np.abs(u) < 0.32) & (v > 0.02) & (v < 0.10)
-        shade *= np.where(foam, 0.86, 1.0)
-        clip = (np.abs(u) < 0.22) & (v > 0.11) & (v < 0.16)
-        shade *= np.where(clip, 0.78, 1.0)
-        # fibrous outer shell
-        noise = rng.normal(0, 1, (h // SUPER + 1, w // SUPER + 1))
-        shade *= 1 + 0.025 * np.kron(noise, np.ones((SUPER, SUPER)))[:h, :w]
+        # moulded rim line; a metal nose clip under the outer shell shows as a faint strip
+        shade *= 1 - 0.04 * (dist < 7) - 0.07 * _line(dist - 7, 1.2)
+        clip = (np.abs(u) < 0.2) & (v > 0.05) & (v < 0.09)
+        shade *= np.where(clip, 0.93, 1.0)
 
-    inside = _smooth(dist * SUPER, 1.5)
-    straps = _strap_alpha(xs, ys, kind, spec["straps"])
-    strap_color = base * 0.92 if spec["straps"] == "loops" else np.array([0.93, 0.9, 0.74])
+    # loops and straps are drawn per output on the photo (maskprep.masks.fit.loop_paths), not here
+    alpha = _smooth(dist * SUPER, 1.5)
     rgb = base * shade[..., None] + detail
-    strap_only = straps * (1 - inside)
-    rgb = rgb * (1 - strap_only[..., None]) + strap_color * strap_only[..., None]
-    alpha = np.maximum(inside, straps)
 
     # down-sample the supersampled drawing (area average of premultiplied colour)
     def down(a):

@@ -80,6 +80,8 @@ _COMMANDS = {
                 "Split labelled face images into OUT/train, OUT/val and OUT/test without leaking a photo."),
     "augment": ("maskprep.commands.augment",
                 "Write IN's images to OUT with augmented variants beside each original."),
+    "build-templates": ("maskprep.commands.bank",
+                        "Cut the masks out of real photos under IN into a template bank BANK."),
     "audit": ("maskprep.commands.audit",
               "Audit DATA: class balance, bad files, duplicates, train/val/test leakage."),
 }

@@ -127,3 +127,117 @@ def test_a_pattern_shows_on_every_mask_in_its_natural_colour(pattern):
         printed = luminance(colored_rgba(t, t.base_color, pattern, np.random.default_rng(0))[..., :3])
         changed = (np.abs(printed - plain) > 25)[inside].mean()
         assert changed > 0.1, (name, round(float(changed), 3))
+
+
+# ------------------------------------------------------------------------------------------------
+# The render layers, each on its own (surface, light, geometry): pure functions, real photos
+
+def _flat_uv(h: int = 240, w: int = 320) -> tuple[np.ndarray, np.ndarray]:
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    return (u / (w - 1)) * 2 - 1, v / (h - 1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_surgical_pleats_are_shaded_folds_not_lines(seed):
+    """Under light from above, each pleat is a lit band above a dark crease (the old template had
+    thin dark lines only): along the mask's middle column the light rises above the flat level
+    and falls below it once per pleat."""
+    from maskprep.masks.light import Light, shade
+    from maskprep.masks.surface import draw_surface, height_field, normals
+
+    u, v = _flat_uv()
+    d = draw_surface("surgical", "correct", np.random.default_rng(seed))
+    d.update(dome=0.0, wrap=0.0, chin_wrap=0.0, wrinkle=0.0)   # the pleats alone
+    lit = shade(normals(height_field("surgical", u, v, 320.0, d)),
+                Light((0.0, -0.6, 0.8), 0.7, (1.0, 1.0, 1.0), 230.0, 180.0))
+    column = lit[int(0.12 * 240):, 160]   # below the nose-wire crease in the top tape
+    dark = column < 0.93
+    bright = column > 1.02
+    # count dark runs (creases) that follow a bright run (the lit slope above)
+    creases = 0
+    for i in range(1, len(column)):
+        if dark[i] and not dark[i - 1] and bright[max(0, i - 40):i].any():
+            creases += 1
+    assert creases == len(d["pleats"]), (creases, d["pleats"])
+
+
+def test_light_direction_follows_the_photo(identities):
+    """A face lit from the image's right gives a light vector pointing right, and its mirror image
+    one pointing left; a dark copy of the photo lowers the white level with it."""
+    from maskprep.masks.light import estimate_light
+    from maskprep.masks.synth import find_faces
+
+    image = read_image(identities / "barack_obama" / "obama.jpg")
+    lm = find_faces(image)[0].landmarks
+    x0, x1 = lm[:, 0].min(), lm[:, 0].max()
+    ramp = np.clip(0.35 + 0.65 * (np.arange(image.shape[1]) - x0) / (x1 - x0), 0.35, 1.0)
+    right_lit = np.clip(image * ramp[None, :, None], 0, 255).astype(np.uint8)
+    right = estimate_light(right_lit, lm)
+    mirrored = estimate_light(right_lit[:, ::-1].copy(),
+                              np.stack([image.shape[1] - 1 - lm[:, 0], lm[:, 1]], axis=1))
+    assert right.direction[0] > 0.1 and mirrored.direction[0] < -0.1
+    plain = estimate_light(image, lm)
+    dark = estimate_light((image * 0.4).astype(np.uint8), lm)
+    assert dark.white < 0.6 * plain.white
+    assert plain.white > plain.face     # a white mask outshines the skin
+
+
+def test_loops_hide_on_the_far_side_and_masks_stay_inside_a_turned_face(obama_landmarks, identities):
+    """obama2 turns his head: the far side's loop is behind the cheek (not a stub in the air), and
+    the mask's far side stays inside the face outline (jaw landmarks)."""
+    from maskprep.masks.fit import fit_grid, loop_paths, yaw_proxy
+    from maskprep.masks.synth import find_faces
+
+    lm = find_faces(read_image(identities / "barack_obama" / "obama2.jpg"))[0].landmarks
+    yaw = yaw_proxy(lm)
+    assert abs(yaw) > 0.1
+    grid = fit_grid(lm, 5, 9, "correct", {"width": 1.0})
+    paths = loop_paths(grid, lm)
+    far_x = lm[16, 0] if yaw > 0 else lm[0, 0]
+    assert len(paths) == 2
+    for p in paths:   # both on the near side
+        assert abs(p[-1, 0] - far_x) > abs(p[-1, 0] - (lm[0, 0] if yaw > 0 else lm[16, 0]))
+    outline = cv2.convexHull(np.concatenate([lm[0:17], lm[17:27]]).astype(np.float32))
+    far_col = grid[:, -1] if yaw > 0 else grid[:, 0]
+    inside = [cv2.pointPolygonTest(outline, (float(x), float(y)), True) for x, y in far_col]
+    assert min(inside) > 0, inside
+    # a frontal face keeps both loops
+    assert len(loop_paths(fit_grid(obama_landmarks, 5, 9), obama_landmarks)) == 4
+
+
+def test_a_pulled_down_mask_is_not_a_bib(obama_landmarks):
+    """chin mode hung the mask far down the neck (a V-shaped bib): now its bottom edge sits no lower
+    than the correctly worn mask's, just under the chin, and its corners stay up on the jaw."""
+    from maskprep.masks.fit import face_frame, fit_grid
+
+    lm = obama_landmarks
+    frame = face_frame(lm)
+    correct = fit_grid(lm, 5, 9, "correct")
+    chin = fit_grid(lm, 5, 9, "chin")
+    depth = lambda p: float((lm[27] - p) @ frame.up)  # noqa: E731 - distance below the nose bridge
+    assert max(depth(p) for p in chin[-1]) <= max(depth(p) for p in correct[-1]) + 0.01 * frame.height
+    assert max(depth(p) for p in chin[-1]) < depth(lm[8]) + 0.08 * frame.height
+    # the corners (the loops pull them towards the ears) stay above the lower lip
+    assert depth(chin[0, 0]) < depth(lm[57]) and depth(chin[0, -1]) < depth(lm[57])
+
+
+def test_a_template_cut_from_a_photo_gets_light_and_camera_but_no_synthetic_surface(identities):
+    """A bank template (kind "bank") already carries a real mask's folds, texture and loops: the
+    renderer gives it the photo's light, contact shadow and camera, and draws no surface, material
+    or loops of its own; a dark photo still darkens it."""
+    import dataclasses
+
+    from maskprep.masks.synth import find_faces, render_mask
+    from maskprep.masks.templates import load_template
+
+    image = read_image(identities / "barack_obama" / "obama.jpg")
+    lm = find_faces(image)[0].landmarks
+    bank = dataclasses.replace(load_template("kf94"), kind="bank")
+    layer, _ = render_mask(image, lm, bank, rng=np.random.default_rng(3), draws={"loops": True})
+    assert "surface" not in layer.params and layer.params["loops"] == "hidden"
+    assert {"light", "camera", "fit"} <= set(layer.params)
+    assert (layer.shadow < 1).any()
+    assert np.array_equal(layer.alpha, layer.coverage)     # no loops drawn
+    dark, _ = render_mask((image * 0.4).astype(np.uint8), lm, bank, rng=np.random.default_rng(3))
+    lum = lambda lay: float(np.median((lay.rgb @ [0.299, 0.587, 0.114])[lay.coverage > 0.9]))  # noqa: E731
+    assert lum(dark) < 0.7 * lum(layer)

@@ -13,9 +13,16 @@ from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS
 @click.command("synth-masks")
 @click.argument("input_dir", metavar="IN", type=click.Path(path_type=Path))
 @click.argument("output_dir", metavar="OUT", type=click.Path(path_type=Path))
-@click.option("--types", "types", default="surgical", show_default=True, metavar="LIST",
-              help=f"Mask types: a comma list of {', '.join(MASK_TYPES)}; 'all' (one output per "
-                   "type) or 'random' (one type drawn per output).")
+@click.option("--types", "types", default=None, metavar="LIST",
+              help=f"Mask types: a comma list of {', '.join(MASK_TYPES)} (and bank, with "
+                   "--templates); 'all' (one output per type) or 'random' (one type drawn per "
+                   "output). Default: surgical; bank with --templates.")
+@click.option("--templates", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="BANK",
+              help="A template bank written by 'maskprep build-templates' (real masks cut from "
+                   "photos): adds the type 'bank', one of its masks drawn per output, in its own "
+                   "colours; --types random then draws it as one more type, --types bank,kf94 gives one of each. The manifest "
+                   "records which template each output used.")
 @click.option("--wear", default="correct", show_default=True, metavar="MODE",
               help="How the mask is worn: correct (over the nose), nose-out (under the nose), "
                    "chin (pulled down under the lower lip); a comma list; 'all' (one output per "
@@ -65,7 +72,7 @@ from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS
               help="Quality of JPEG outputs.")
 @runner_options
 @friendly_errors
-def command(input_dir: Path, output_dir: Path, types: str, wear: str, per_image: int, color: str,
+def command(input_dir: Path, output_dir: Path, types: str | None, templates: Path | None, wear: str, per_image: int, color: str,
             pattern: str, save_alpha: bool, preview: Path | None, preview_count: int, min_face: float,
             max_yaw: float, realism: float, max_side: int | None, assume_crop: bool,
             landmarks_from: str, jpeg_quality: int, workers: int, seed: int,
@@ -96,7 +103,7 @@ def command(input_dir: Path, output_dir: Path, types: str, wear: str, per_image:
         input_dir, output_dir, types=types, wear=wear, per_image=per_image, color=color,
         pattern=pattern, save_alpha=save_alpha, min_face=min_face, max_yaw=max_yaw,
         realism=realism, max_side=max_side, assume_crop=assume_crop, landmarks_from=landmarks_from,
-        seed=seed, workers=workers, overwrite=overwrite, resume=resume, jpeg_quality=jpeg_quality,
+        templates=templates, seed=seed, workers=workers, overwrite=overwrite, resume=resume, jpeg_quality=jpeg_quality,
         progress=False if quiet else None))
     if preview is not None:
         from maskprep.masks.preview import preview_sheet

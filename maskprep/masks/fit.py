@@ -17,7 +17,7 @@ WEAR_MODES = ("correct", "nose-out", "chin")
 
 # Jaw index (0..8, fractional) of the mask's top corners, per wear mode: the lower the top edge,
 # the further down the jaw its corners sit.
-_CORNER_JAW = {"correct": 1.0, "nose-out": 2.5, "chin": 4.4}
+_CORNER_JAW = {"correct": 1.0, "nose-out": 2.0, "chin": 2.5}
 _SIDE_LENGTH = 1.3            # jaw-index length of the mask's side edge below each corner
 _MIDLINE = (27, 28, 29, 30, 33, 51, 57, 8)
 # Landmarks the top edge must stay below, per wear mode: the eyes, the nose, the mouth.
@@ -150,7 +150,8 @@ def fit_grid(landmarks: np.ndarray, rows: int, cols: int, wear: str = "correct",
     top_c = top_center(lm, wear, fit) + frame.up * j_top
     s_corner = _CORNER_JAW[wear] + float(fit.get("side_drop", 0.0)) + j_side
     s_bottom = s_corner + _SIDE_LENGTH
-    chin_margin = float(fit.get("chin_margin", 0.06)) + j_chin + (0.12 if wear == "chin" else 0.0)
+    # a pulled-down mask hangs from its loops just under the chin: not lower (not a bib)
+    chin_margin = float(fit.get("chin_margin", 0.06)) + j_chin - (0.02 if wear == "chin" else 0.0)
     centre = lm[33] if wear != "chin" else lm[57]
     width = float(fit.get("width", 1.0))
     bulge = float(fit.get("bulge", 0.05)) * (1.0 if wear == "correct" else 0.4)
@@ -181,13 +182,26 @@ def fit_grid(landmarks: np.ndarray, rows: int, cols: int, wear: str = "correct",
     if lo > hi:  # squeezed landmarks: split the difference
         lo = hi = (lo + hi) / 2
     heights = top @ frame.up
-    top += np.outer(np.clip(heights, lo, hi) - heights, frame.up)
+    clamped = np.clip(heights, lo, hi)
+    if wear == "chin":
+        # a pulled-down mask hangs from loops that pull its corners up towards the ears: only the
+        # part of the edge in front of the mouth must stay under it
+        mouth = lm[48:60] @ frame.right
+        across = top @ frame.right
+        free = (across < mouth.min() - 0.08 * frame.width) | (across > mouth.max() + 0.08 * frame.width)
+        clamped = np.where(free, np.minimum(heights, hi + 0.25 * h), clamped)
+    top += np.outer(clamped - heights, frame.up)
     top_c = top[cols // 2].copy()
 
-    if width != 1.0:
-        for arr in (top, bottom):
-            offs = (arr - top_c) @ frame.right
-            arr -= np.outer(offs * (1 - width), frame.right)
+    # Narrower than the jaw: the sides end near the ear root, and on a turned head the far side
+    # (foreshortened, its jaw landmarks on the face outline) stays inside the outline.
+    yaw = yaw_proxy(lm)
+    far = 1 if yaw > 0 else 0
+    for arr in (top, bottom):
+        offs = (arr - top_c) @ frame.right
+        shrink = np.full(cols, 1 - width)
+        shrink[(us > 0) if far else (us < 0)] += min(abs(yaw) * 0.45, 0.18) * np.abs(us[(us > 0) if far else (us < 0)]) ** 2
+        arr -= np.outer(offs * shrink, frame.right)
 
     # Middle column: follow the midline landmarks below the top edge (nose tip, lips, chin).
     mid = cols // 2
@@ -225,6 +239,69 @@ def grid_outline(grid: np.ndarray) -> np.ndarray:
     """The grid's outer boundary as a closed polygon (N x 2), clockwise from the left corner."""
     g = np.asarray(grid)
     return np.concatenate([g[0], g[1:, -1], g[-1, -2::-1], g[-2:0:-1, 0]], axis=0)
+
+
+def draw_fit(fit: Mapping[str, float], rng: np.random.Generator) -> dict[str, float]:
+    """One output's fit, drawn around a template's: how tight (width), how high on the nose
+    (top), how low the corners sit (side_drop), how far under the chin (chin_margin)."""
+    out = {k: float(v) for k, v in fit.items()}
+    out["width"] = round(out.get("width", 1.0) * float(rng.uniform(0.92, 1.0)), 4)
+    out["top"] = round(float(np.clip(out.get("top", 0.3) + rng.normal(0, 0.06), 0.12, 0.5)), 4)
+    out["side_drop"] = round(out.get("side_drop", 0.0) + float(rng.uniform(-0.2, 0.3)), 4)
+    out["chin_margin"] = round(out.get("chin_margin", 0.06) + float(rng.uniform(-0.02, 0.03)), 4)
+    out["bulge"] = round(out.get("bulge", 0.05) + float(rng.uniform(-0.02, 0.02)), 4)
+    return out
+
+
+def ear_points(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each ear's root is (left, right in the image): (2, 2) arrays holding the upper and
+    the lower attachment. Estimated from the jaw ends (landmarks 0-3, 13-16) and the pose: the
+    ear sits outside the jaw's top end, further out on the near side of a turned head and hidden
+    just behind the cheek outline on the far side."""
+    lm = np.asarray(landmarks, np.float64)
+    frame = face_frame(lm)
+    yaw = yaw_proxy(lm)
+    out = []
+    for side, (top_i, low_i) in ((-1, (0, 1)), (1, (16, 15))):
+        near = max(0.0, -side * yaw)      # this side turned towards the camera
+        farness = max(0.0, side * yaw)
+        outward = frame.right * side * frame.width * (0.07 + 0.12 * near - 0.07 * min(farness * 3, 1))
+        upper = lm[top_i] + frame.up * frame.height * 0.04 + outward
+        lower = lm[low_i] + outward * 1.2
+        out.append(np.stack([upper, lower]))
+    return out[0], out[1]
+
+
+def loop_paths(grid: np.ndarray, landmarks: np.ndarray, straps: str = "loops") -> list[np.ndarray]:
+    """Polylines (N x 2, image px) of the ear loops or head straps leaving the mask's sides.
+
+    ``loops``: from the top and bottom corners of each side to the ear root, sagging a little;
+    ``bands`` (N95): from the cup's sides up over the ear and down under it, towards the back of
+    the head (cut where they pass behind it)."""
+    g = np.asarray(grid, np.float64)
+    lm = np.asarray(landmarks, np.float64)
+    frame = face_frame(lm)
+    paths = []
+    yaw = yaw_proxy(lm)
+    for side, ear in ((0, ear_points(lm)[0]), (-1, ear_points(lm)[1])):
+        if (yaw > 0.1 and side == -1) or (yaw < -0.1 and side == 0):
+            continue   # the far side of a turned head: its loop runs behind the cheek
+        col = g[:, side]
+        sgn = -1 if side == 0 else 1
+        if straps == "bands":
+            # they pass above and below the ear and disappear behind the head at its outline
+            starts = (col[1], col[-2])
+            ends = (lm[0 if side == 0 else 16] + frame.up * frame.height * 0.12
+                    + frame.right * sgn * frame.width * 0.015,
+                    lm[3 if side == 0 else 13] + frame.right * sgn * frame.width * 0.03)
+        else:
+            starts = (col[0] * 0.85 + col[1] * 0.15, col[-1] * 0.8 + col[-2] * 0.2)
+            ends = (ear[0], ear[1])
+        for a, b in zip(starts, ends):
+            mid = (a + b) / 2 - frame.up * 0.02 * frame.height     # sags under its own weight
+            t = np.linspace(0.0, 1.0, 16)[:, None]
+            paths.append((1 - t) ** 2 * a + 2 * (1 - t) * t * mid + t ** 2 * b)
+    return paths
 
 
 def face_info(landmarks: np.ndarray) -> dict[str, Any]:

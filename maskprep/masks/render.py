@@ -1,4 +1,4 @@
-"""Put a fitted mask on a photo: piecewise-affine warp, shading from the face, alpha blending.
+"""Put a fitted mask on a photo: piecewise-affine warp, alpha blending (after a contact shadow).
 
 Pure functions on arrays. The warp maps every cell of the template's anchor grid onto the same
 cell of the face grid (two triangles per cell) with one ``cv2.remap``, so there are no seams
@@ -7,7 +7,8 @@ saturating add, so no output pixel leaves the range between the mask and the fac
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,18 +16,30 @@ import numpy as np
 
 @dataclass
 class MaskLayer:
-    """A rendered mask for one face, cropped to its bounding box at ``(x0, y0)`` in the image."""
+    """A rendered mask for one face, cropped to its bounding box at ``(x0, y0)`` in the image.
+
+    ``alpha`` covers the mask and its loops; ``cover`` (None: same as alpha) only the mask body, the
+    coverage --save-alpha writes. ``shadow`` (None: none) multiplies the face before blending: the
+    contact shadow, <= 1 everywhere. ``params`` holds every random draw made to render it."""
 
     rgb: np.ndarray      # h x w x 3 float32, 0..255 (already shaded)
     alpha: np.ndarray    # h x w float32, 0..1
     x0: int
     y0: int
+    shadow: np.ndarray | None = None
+    cover: np.ndarray | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def coverage(self) -> np.ndarray:
+        """Alpha of the mask body (without loops or straps)."""
+        return self.alpha if self.cover is None else self.cover
 
     def full_alpha(self, shape: tuple[int, int]) -> np.ndarray:
-        """The alpha pasted into an image-sized float32 array."""
+        """The body's alpha pasted into an image-sized float32 array."""
         out = np.zeros(shape[:2], np.float32)
         h, w = self.alpha.shape
-        out[self.y0:self.y0 + h, self.x0:self.x0 + w] = self.alpha
+        out[self.y0:self.y0 + h, self.x0:self.x0 + w] = self.coverage
         return out
 
 
@@ -49,9 +62,7 @@ def warp_mesh(src: np.ndarray, src_grid: np.ndarray, dst_grid: np.ndarray,
     ``out_shape``) and the crop's top-left ``(x0, y0)``. Outside the grid the last channel (alpha) is 0.
     Border pixels of ``src`` are replicated, so a template whose edge is transparent stays so.
     """
-    rows, cols = dst_grid.shape[:2]
     dst = np.asarray(dst_grid, np.float64).reshape(-1, 2)
-    srcp = np.asarray(src_grid, np.float64).reshape(-1, 2)
     height, width = out_shape[:2]
     x0 = int(np.clip(np.floor(dst[:, 0].min()) - 1, 0, width))
     y0 = int(np.clip(np.floor(dst[:, 1].min()) - 1, 0, height))
@@ -60,6 +71,26 @@ def warp_mesh(src: np.ndarray, src_grid: np.ndarray, dst_grid: np.ndarray,
     channels = src.shape[2] if src.ndim == 3 else 1
     if x1 <= x0 or y1 <= y0:
         return np.zeros((0, 0, channels), src.dtype), x0, y0
+    map_x, map_y, inside = mesh_maps(src_grid, dst_grid, (x0, y0, x1, y1))
+    # Replicate the border for colour (no black pulled in), then clear the alpha (the last
+    # channel) outside the grid.
+    warped = cv2.remap(src, map_x, map_y, interpolation=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)
+    if warped.ndim == 2:
+        warped = warped[..., None]
+    warped[..., -1] *= inside.astype(warped.dtype)
+    return warped, x0, y0
+
+
+def mesh_maps(src_grid: np.ndarray, dst_grid: np.ndarray,
+              box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The piecewise-affine map from ``dst_grid`` back to ``src_grid`` over the destination
+    ``box`` (x0, y0, x1, y1): (map_x, map_y) for ``cv2.remap`` and a uint8 mask of the pixels inside
+    the grid."""
+    rows, cols = dst_grid.shape[:2]
+    dst = np.asarray(dst_grid, np.float64).reshape(-1, 2)
+    srcp = np.asarray(src_grid, np.float64).reshape(-1, 2)
+    x0, y0, x1, y1 = box
     h, w = y1 - y0, x1 - x0
 
     tris = _triangles(rows, cols)
@@ -104,55 +135,13 @@ def warp_mesh(src: np.ndarray, src_grid: np.ndarray, dst_grid: np.ndarray,
         cv2.fillPoly(hull, [np.round(outline * (1 << shift)).astype(np.int32)], 1,
                      lineType=cv2.LINE_8, shift=shift)
         ids = hull
-    inside = (ids > 0).astype(np.uint8)
-    # Replicate the border for colour (no black pulled in), then clear the alpha (the last
-    # channel) outside the grid.
-    warped = cv2.remap(src, map_x, map_y, interpolation=cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REPLICATE)
-    if warped.ndim == 2:
-        warped = warped[..., None]
-    warped[..., -1] *= inside.astype(warped.dtype)
-    return warped, x0, y0
+    return map_x, map_y, (ids > 0).astype(np.uint8)
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
     """Rec. 601 luma as float32 (0..255)."""
     rgb = rgb.astype(np.float32, copy=False)
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-
-
-def _masked_blur(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
-    """Weighted Gaussian low-pass (normalised convolution), computed at reduced scale for speed."""
-    h, w = values.shape
-    scale = min(1.0, 3.0 / max(sigma, 1e-6))
-    sw, sh = max(2, int(round(w * scale))), max(2, int(round(h * scale)))
-    num = cv2.resize(values * weights, (sw, sh), interpolation=cv2.INTER_AREA)
-    den = cv2.resize(weights, (sw, sh), interpolation=cv2.INTER_AREA)
-    s = max(sigma * scale, 0.5)
-    num = cv2.GaussianBlur(num, (0, 0), s)
-    den = cv2.GaussianBlur(den, (0, 0), s)
-    low = num / np.maximum(den, 1e-4)
-    return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-def shade_from_face(mask_rgb: np.ndarray, alpha: np.ndarray, face_rgb: np.ndarray,
-                    exposure: float, mask_size: float, strength: float = 1.0) -> np.ndarray:
-    """Light the mask like the face under it.
-
-    The low-frequency luminance of the covered face region, relative to its mean, gives the
-    direction of the light (a side-lit face gives a side-lit mask); ``exposure`` (the face's
-    bright luminance, 0..255) scales the whole mask, so a mask in a dark photo is dark. Returns
-    float32 RGB in 0..255.
-    """
-    lum = luminance(face_rgb)
-    weights = (alpha > 0.5).astype(np.float32)
-    if weights.sum() < 4:
-        weights = np.maximum(alpha, 1e-3).astype(np.float32)
-    mean = float((lum * weights).sum() / max(weights.sum(), 1e-6))
-    low = _masked_blur(lum, weights, sigma=max(mask_size / 7.0, 1.0))
-    relative = np.clip(low / max(mean, 1.0), 0.55, 1.45) ** strength
-    gain = float(np.clip(exposure / 215.0, 0.3, 1.12)) ** 0.9
-    return np.clip(mask_rgb.astype(np.float32) * (relative * gain)[..., None], 0, 255)
 
 
 def _detail(lum: np.ndarray, where: np.ndarray) -> float:
@@ -167,11 +156,6 @@ _SHARPNESS = (0.10, 0.115, 0.17, 0.25, 0.30)
 _BLUR_SIGMA = (3.0, 2.0, 1.0, 0.4, 0.0)
 
 
-def photo_blur(rgb: np.ndarray) -> float:
-    """How soft a photo region is, as the Gaussian sigma (px) that would make a sharp one so."""
-    return _blur_of_luminance(luminance(rgb))
-
-
 def _blur_of_luminance(lum: np.ndarray) -> float:
     if min(lum.shape) < 8:
         return 0.0
@@ -180,31 +164,6 @@ def _blur_of_luminance(lum: np.ndarray) -> float:
     coarse = np.percentile(np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 2.5))[::2, ::2], 90)
     ratio = float(fine / max(coarse, 1e-3))
     return float(np.interp(ratio, _SHARPNESS, _BLUR_SIGMA))
-
-
-def match_photo(mask_rgb: np.ndarray, face_rgb: np.ndarray, alpha: np.ndarray,
-                rng: np.random.Generator, amount: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Give the mask the photo's softness and grain: blur the mask (and its edge) until it is no
-    sharper than the face it covers, then add sensor-like noise at the level measured on the face.
-    Returns the new (rgb, alpha)."""
-    if amount <= 0:
-        return mask_rgb, alpha
-    # statistics on every other pixel: plenty for medians, a quarter of the cost
-    covered = alpha[::2, ::2] > 0.5
-    if covered.sum() < 16:
-        return mask_rgb, alpha
-    lum = luminance(face_rgb)
-    face_detail = _detail(lum[::2, ::2], covered)
-    sigma = _blur_of_luminance(lum) * amount
-    out = mask_rgb
-    if sigma > 0.1:  # a soft photo has soft mask edges and seams too
-        out = cv2.GaussianBlur(mask_rgb, (0, 0), sigma)
-        alpha = np.clip(cv2.GaussianBlur(alpha, (0, 0), sigma), 0.0, 1.0)
-    noise_sigma = min(face_detail * 0.35, 2.5) * amount
-    if noise_sigma > 0.2:
-        noise = rng.standard_normal(out.shape[:2], dtype=np.float32) * noise_sigma
-        out = out + noise[..., None]
-    return np.clip(out, 0, 255), alpha
 
 
 def feather(alpha: np.ndarray, sigma: float) -> np.ndarray:
@@ -222,9 +181,13 @@ def composite(face: np.ndarray, mask_rgb: np.ndarray, alpha: np.ndarray) -> np.n
 
 
 def composite_layer(image: np.ndarray, layer: MaskLayer, in_place: bool = False) -> np.ndarray:
-    """Composite one face's mask layer into ``image`` (a copy of it unless ``in_place``)."""
+    """Composite one face's mask layer into ``image`` (a copy of it unless ``in_place``): the
+    contact shadow darkens the face, then the mask is alpha-blended over it."""
     out = image if in_place else image.copy()
     h, w = layer.alpha.shape
     region = out[layer.y0:layer.y0 + h, layer.x0:layer.x0 + w]
-    region[...] = composite(region, layer.rgb, layer.alpha)
+    face = region
+    if layer.shadow is not None:
+        face = region.astype(np.float32) * layer.shadow[..., None]
+    region[...] = composite(face, layer.rgb, layer.alpha)
     return out

@@ -20,21 +20,20 @@ from maskprep.masks.fit import (
     DEFAULT_MIN_FACE,
     WEAR_MODES,
     check_face,
-    extend_grid,
     face_info,
-    fit_grid,
     grid_outline,
 )
-from maskprep.masks.render import (
-    MaskLayer,
-    composite_layer,
-    feather,
-    luminance,
-    match_photo,
-    shade_from_face,
-    warp_mesh,
+from maskprep.masks.layer import render_layer
+from maskprep.masks.light import face_exposure as _face_exposure  # noqa: F401 - used by bank.py
+from maskprep.masks.render import MaskLayer, composite_layer, luminance
+from maskprep.masks.templates import (
+    MASK_TYPES,
+    PATTERNS,
+    MaskTemplate,
+    load_template,
+    parse_color,
+    real_palette,
 )
-from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS, colored_rgba, load_template, parse_color
 from maskprep.runner import Job, Produced, SkipImage, Summary, output_rel, run_stage
 
 STAGE = "synth-masks"
@@ -43,10 +42,9 @@ ALPHA_DIR = ".alpha"   # hidden, so later stages never mistake the coverage labe
 # of masks/chandrikadeb7 where the detector did find the face: used by ``assume_crop``.
 CROP_FACE_BOX = (0.15, 0.22, 0.85, 0.88)
 CROP_MIN_SKIN = 0.6
-# --color random: how often each colour is drawn when not the mask's natural one (black, white
-# and light blue dominate real photos of masks).
-RANDOM_COLOR_WEIGHTS = {"black": 6, "white": 5, "lightblue": 3, "grey": 2, "navy": 1, "pink": 1,
-                        "beige": 1, "blue": 1, "green": 0.5, "red": 0.5, "yellow": 0.5}
+# --color random: share of outputs in the mask's natural colour; the others draw from the palette
+# of real mask colours (templates.real_palette), each colour as often as in real photos.
+RANDOM_NATURAL = 0.3
 
 
 @dataclass(frozen=True)
@@ -220,55 +218,20 @@ def known_faces(source: dict[str, str], rel: str, image_shape: tuple[int, ...]) 
 # ------------------------------------------------------------------------------------------------
 # One mask on one face
 
-def _face_exposure(image: np.ndarray, landmarks: np.ndarray) -> float:
-    """The face's bright luminance (90th percentile inside its landmark box): how exposed it is."""
-    x0, y0 = np.floor(landmarks.min(axis=0)).astype(int)
-    x1, y1 = np.ceil(landmarks.max(axis=0)).astype(int)
-    h, w = image.shape[:2]
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return 180.0
-    step = max(1, int(max(x1 - x0, y1 - y0) // 64))
-    crop = image[y0:y1:step, x0:x1:step]
-    return float(np.percentile(luminance(crop), 90))
-
-
-def render_mask(image: np.ndarray, landmarks: np.ndarray, mask_type: str = "surgical",
+def render_mask(image: np.ndarray, landmarks: np.ndarray, mask_type: str | MaskTemplate = "surgical",
                 wear: str = "correct", color: tuple[int, int, int] | None = None,
                 pattern: str = "none", rng: np.random.Generator | None = None,
-                jitter: float = 1.0, realism: float = 1.0) -> tuple[MaskLayer, np.ndarray]:
+                jitter: float = 1.0, realism: float = 1.0,
+                draws: dict[str, Any] | None = None) -> tuple[MaskLayer, np.ndarray]:
     """Fit and render one mask for one face: the shaded mask layer and the fitted anchor grid.
 
-    ``color`` None keeps the mask's natural colour. ``rng`` varies the fit slightly and seeds the
-    grain; ``jitter=0`` and ``realism=0`` give a plain, exact fit (no grain, no blur).
+    ``mask_type``: a type name, a template JSON path, or a :class:`MaskTemplate`. ``color`` None
+    keeps the mask's natural colour. ``rng`` draws the fit, surface, light and camera (all recorded
+    in ``layer.params``); ``jitter=0`` keeps the template's fit and ``realism=0`` skips the camera
+    match (no grain, no blur). ``draws`` forces single draws (see :func:`render_layer`).
     """
-    rng = rng if rng is not None else np.random.default_rng(0)
-    template = load_template(mask_type)
-    rgba = colored_rgba(template, color, pattern, rng)
-    dst = fit_grid(landmarks, template.rows, template.cols, wear, template.fit, rng, jitter)
-    src = template.grid.astype(np.float32)
-
-    # Shrink the drawing towards the size it will have on the face: a big down-scaling warp
-    # would alias the pleats.
-    target_w = float(np.hypot(*(dst[0, -1] - dst[0, 0])))
-    template_w = float(src[0, -1, 0] - src[0, 0, 0])
-    factor = min(1.0, 1.5 * target_w / template_w)
-    if factor < 0.8:
-        tw = max(8, int(round(rgba.shape[1] * factor)))
-        th = max(8, int(round(rgba.shape[0] * factor)))
-        rgba = cv2.resize(rgba, (tw, th), interpolation=cv2.INTER_AREA)
-        src = (src + 0.5) * np.array([tw / template.rgba.shape[1], th / template.rgba.shape[0]],
-                                     np.float32) - 0.5
-
-    warped, x0, y0 = warp_mesh(rgba, extend_grid(src), extend_grid(dst), image.shape)
-    h, w = warped.shape[:2]
-    if h == 0 or w == 0:
-        return MaskLayer(np.zeros((0, 0, 3), np.float32), np.zeros((0, 0), np.float32), x0, y0), dst
-    alpha = feather(warped[..., 3].astype(np.float32) / 255.0, max(0.35, 0.004 * target_w))
-    face = image[y0:y0 + h, x0:x0 + w]
-    rgb = shade_from_face(warped[..., :3], alpha, face, _face_exposure(image, landmarks), target_w)
-    rgb, alpha = match_photo(rgb, face, alpha, rng, amount=realism)
-    return MaskLayer(rgb.astype(np.float32), alpha, x0, y0), dst
+    template = mask_type if isinstance(mask_type, MaskTemplate) else load_template(mask_type)
+    return render_layer(image, landmarks, template, wear, color, pattern, rng, jitter, realism, draws)
 
 
 def _pick_color(spec: Any, rng: np.random.Generator) -> tuple[tuple[int, int, int] | None, str]:
@@ -276,13 +239,13 @@ def _pick_color(spec: Any, rng: np.random.Generator) -> tuple[tuple[int, int, in
     if spec is None or spec == "natural":
         return None, "natural"
     if spec == "random":
-        # Half the time the natural colour; otherwise mostly the colours masks are sold in.
-        if rng.random() < 0.5:
+        if rng.random() < RANDOM_NATURAL:
             return None, "natural"
-        names = sorted(RANDOM_COLOR_WEIGHTS)
-        weights = np.array([RANDOM_COLOR_WEIGHTS[n] for n in names], float)
-        name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-        return COLORS[name], name
+        palette = real_palette()
+        shares = np.array([share for _, share in palette], float)
+        base = np.array(palette[int(rng.choice(len(palette), p=shares / shares.sum()))][0], float)
+        rgb = tuple(int(c) for c in np.clip(np.rint(base + rng.normal(0, 5, 3)), 0, 255))
+        return rgb, "#%02x%02x%02x" % rgb  # type: ignore[return-value]
     rgb = tuple(int(c) for c in spec)
     return rgb, "#%02x%02x%02x" % rgb  # type: ignore[return-value]
 
@@ -313,9 +276,9 @@ def mask_faces(image: np.ndarray, faces: Sequence[np.ndarray], mask_type: str = 
             composite_layer(out, layer, in_place=True)
             h, w = layer.alpha.shape
             region = coverage[layer.y0:layer.y0 + h, layer.x0:layer.x0 + w]
-            np.maximum(region, layer.alpha, out=region)
+            np.maximum(region, layer.coverage, out=region)
         details.append({"color": color_name, "pattern": pat,
-                        "polygon": np.round(grid_outline(grid), 1).tolist()})
+                        "polygon": np.round(grid_outline(grid), 1).tolist(), "render": layer.params})
     return out, coverage, details
 
 
@@ -337,9 +300,14 @@ def _parse_choices(text: str, choices: Sequence[str], draw_word: str, what: str)
     return names
 
 
-def parse_types(text: str) -> list[str]:
-    """``all`` -> every type; ``random`` -> one drawn per output; else a comma list of types."""
-    return _parse_choices(text, MASK_TYPES, "random", "mask type")
+#: --types word for a real mask from the --templates bank (one template drawn per output).
+BANK = "bank"
+
+
+def parse_types(text: str, bank: bool = False) -> list[str]:
+    """``all`` -> every type; ``random`` -> one drawn per output; else a comma list of types.
+    With ``bank`` (a --templates bank is given) ``bank`` is one more type."""
+    return _parse_choices(text, (*MASK_TYPES, BANK) if bank else MASK_TYPES, "random", "mask type")
 
 
 def parse_wears(text: str) -> list[str]:
@@ -348,20 +316,25 @@ def parse_wears(text: str) -> list[str]:
 
 
 def plan_variants(job: Job, types: Sequence[str], wears: Sequence[str],
-                  per_image: int) -> list[tuple[str, str, str]]:
+                  per_image: int, bank: Sequence[str] = ()) -> list[tuple[str, str, str]]:
     """``(mask type, wear mode, variant name)`` for each output of one input file.
 
-    Random choices come from the file's seed, so they do not depend on --workers.
+    Random choices come from the file's seed, so they do not depend on --workers. With a template
+    ``bank`` (JSON paths), type ``bank`` (named, or drawn by ``random``) is one of its templates,
+    drawn per output and returned as its path in place of the type.
     """
+    choices = (*MASK_TYPES, BANK) if bank else MASK_TYPES
     plan = []
     for k in range(per_image):
         for t in types:
             for w in wears:
                 rng = job.rng("plan", k, t, w)
-                mask_type = MASK_TYPES[int(rng.integers(len(MASK_TYPES)))] if t == "random" else t
+                mask_type = choices[int(rng.integers(len(choices)))] if t == "random" else t
                 wear = WEAR_MODES[int(rng.integers(len(WEAR_MODES)))] if w == "mix" else w
                 # Unique: a draw only happens where its list has that one entry, and k is in the name.
                 name = f"{mask_type}_{wear}" + (f"_{k + 1}" if per_image > 1 else "")
+                if mask_type == BANK:
+                    mask_type = bank[int(rng.integers(len(bank)))]
                 plan.append((mask_type, wear, name))
     return plan
 
@@ -398,15 +371,29 @@ def process(job: Job) -> list[Produced]:
         raise SkipImage(skipped[0][2], {"faces": [dict(e, reason=r) for _, e, r in skipped]})
 
     color = parse_color(p.get("color", "natural"))
+    bank = p.get("bank") or {}
     produced: list[Produced] = []
     for mask_type, wear, variant in plan_variants(job, p.get("types", ["surgical"]),
                                                   p.get("wears", ["correct"]),
-                                                  int(p.get("per_image", 1))):
+                                                  int(p.get("per_image", 1)), bank.get("files", ())):
         rng = job.rng("render", variant)
-        out, coverage, details = mask_faces(image, [f.landmarks for f, _, _ in good], mask_type, wear,
-                                            color, p.get("pattern", "none"), rng,
+        # A bank template is a real mask: its own colours, no printed pattern.
+        from_bank = mask_type not in MASK_TYPES
+        kind: dict[str, Any] = {"type": mask_type, "wear": wear}
+        template: Any = mask_type
+        if from_bank:   # a real mask, mirrored half the time (its own stream: the render's is untouched)
+            from maskprep.masks.bank import mirrored
+
+            flip = bool(job.rng("mirror", variant).random() < 0.5)
+            template = mirrored(load_template(mask_type)) if flip else mask_type
+            kind = {"type": BANK, "template": os.path.relpath(mask_type, bank["dir"]),
+                    "mirrored": flip, "wear": wear}
+        out, coverage, details = mask_faces(image, [f.landmarks for f, _, _ in good], template, wear,
+                                            None if from_bank else color,
+                                            "none" if from_bank else p.get("pattern", "none"), rng,
                                             jitter=p.get("jitter", 1.0), realism=p.get("realism", 1.0))
         rel = output_rel(job, variant)
+        draws = [d.pop("render") for d in details]   # every random draw, per face: into params
         faces_info = [dict(entry, **d) for (_, entry, _), d in zip(good, details)]
         info: dict[str, Any] = {"faces": faces_info}
         if skipped:
@@ -414,13 +401,14 @@ def process(job: Job) -> list[Produced]:
         if p.get("save_alpha"):
             info["alpha"] = alpha_rel(rel)
         produced.append(Produced(rel=rel, data=out, variant=variant, info=info,
-                                 params={"type": mask_type, "wear": wear,
+                                 params={**kind,
                                          "color": sorted({d["color"] for d in details}),
-                                         "pattern": sorted({d["pattern"] for d in details})}))
+                                         "pattern": sorted({d["pattern"] for d in details}),
+                                         "render": draws}))
         if p.get("save_alpha"):
             alpha_png = np.rint(coverage * 255).astype(np.uint8)
             produced.append(Produced(rel=info["alpha"], data=alpha_png, variant=f"{variant}.alpha",
-                                     params={"type": mask_type, "wear": wear},
+                                     params=kind,
                                      info={"alpha_of": rel}))
     for _, entry, reason in skipped:  # one record per face left unmasked, with why
         produced.append(Produced(rel="", data=b"", status="skipped", reason=reason,
@@ -436,22 +424,33 @@ def alpha_rel(output: str) -> str:
 
 
 def synth_masks(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-                types: str | Iterable[str] = "surgical", wear: str | Iterable[str] = "correct",
+                types: str | Iterable[str] | None = None, wear: str | Iterable[str] = "correct",
                 per_image: int = 1, color: str = "natural", pattern: str = "none",
                 save_alpha: bool = False, min_face: float = DEFAULT_MIN_FACE,
                 max_yaw: float = DEFAULT_MAX_YAW, realism: float = 1.0,
                 max_side: int | None = None, assume_crop: bool = False,
-                landmarks_from: str | os.PathLike = LANDMARKS_AUTO, seed: int = 0,
+                landmarks_from: str | os.PathLike = LANDMARKS_AUTO,
+                templates: str | os.PathLike | None = None, seed: int = 0,
                 workers: int | None = None, overwrite: bool = False, resume: bool = False,
                 jpeg_quality: int = 95, progress: bool | None = None) -> Summary:
     """Mask every face of every photo under ``input_dir`` into ``output_dir`` (a mirrored tree).
 
     Same defaults as ``maskprep synth-masks``. ``landmarks_from``: ``"auto"`` (a folder written by
     ``maskprep detect`` reuses the landmarks it recorded for each crop), ``"detector"`` (always
-    search) or the path of a detect manifest made from the photos in ``input_dir``. Raises
-    ValueError for a bad option value and :class:`maskprep.runner.RunError` for bad folders.
+    search) or the path of a detect manifest made from the photos in ``input_dir``. ``templates``:
+    a bank folder written by ``maskprep build-templates``; it adds the type ``bank`` (and is the
+    default type when ``types`` is None; else ``surgical``). Raises ValueError for a bad option
+    value and :class:`maskprep.runner.RunError` for bad folders.
     """
-    type_list = parse_types(types if isinstance(types, str) else ",".join(types))
+    from maskprep.masks.bank import bank_templates
+
+    bank = bank_templates(templates) if templates is not None else []
+    if types is None:
+        types = BANK if bank else "surgical"
+    if not bank and BANK in str(types if isinstance(types, str) else ",".join(types)).split(","):
+        raise ValueError("--types bank needs --templates BANK, a folder written by "
+                         "'maskprep build-templates'")
+    type_list = parse_types(types if isinstance(types, str) else ",".join(types), bank=bool(bank))
     wear_list = parse_wears(wear if isinstance(wear, str) else ",".join(wear))
     parse_color(color)
     if pattern not in (*PATTERNS, "random"):
@@ -463,5 +462,7 @@ def synth_masks(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
               "max_yaw": float(max_yaw), "realism": float(realism), "max_side": max_side,
               "assume_crop": bool(assume_crop),
               "landmarks_from": landmarks_source(input_dir, landmarks_from)}
+    if bank:
+        params["bank"] = {"dir": str(Path(templates).resolve()), "files": bank}
     return run_stage(STAGE, input_dir, output_dir, process, params=params, seed=seed, workers=workers,
                      overwrite=overwrite, resume=resume, jpeg_quality=jpeg_quality, progress=progress)

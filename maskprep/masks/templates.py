@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 import numpy as np
 
 from maskprep.resources import templates_dir
@@ -47,6 +49,7 @@ class MaskTemplate:
     base_color: tuple[int, int, int]  # the flat colour the drawing is shaded from
     fit: dict[str, float] = field(default_factory=dict)
     anchors: dict[str, tuple[float, float]] = field(default_factory=dict)
+    kind: str = "drawn"               # "bank": a real mask cut from a photo (maskprep build-templates)
 
     @property
     def rows(self) -> int:
@@ -61,13 +64,22 @@ class MaskTemplate:
 
 @functools.lru_cache(maxsize=None)
 def load_template(name: str) -> MaskTemplate:
-    """Load a bundled template by mask type (``surgical``, ``kf94``, ``cloth``, ``n95``)."""
+    """Load a bundled template by mask type (``surgical``, ``kf94``, ``cloth``, ``n95``), or a bank
+    template by the path of its JSON (written by ``maskprep build-templates``)."""
+    if name not in MASK_TYPES:
+        if name.endswith(".json") and Path(name).is_file():
+            return load_template_file(name)
+        raise ValueError(f"unknown mask type {name!r}: choose from {', '.join(MASK_TYPES)}")
+    return load_template_file(templates_dir() / f"{name}.json")
+
+
+def load_template_file(path: str | os.PathLike) -> MaskTemplate:
+    """Load a template from its JSON (anchors, fit) and the RGBA image the JSON names beside it."""
     from PIL import Image
 
-    if name not in MASK_TYPES:
-        raise ValueError(f"unknown mask type {name!r}: choose from {', '.join(MASK_TYPES)}")
-    folder = templates_dir()
-    meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+    path = Path(path)
+    folder = path.parent
+    meta = json.loads(path.read_text(encoding="utf-8"))
     with Image.open(folder / meta["image"]) as img:
         rgba = np.asarray(img.convert("RGBA"), dtype=np.uint8).copy()
     rows, cols = meta["grid"]
@@ -75,9 +87,19 @@ def load_template(name: str) -> MaskTemplate:
     grid = np.asarray(points, np.float32).reshape(rows, cols, 2)
     rgba.setflags(write=False)
     grid.setflags(write=False)
-    return MaskTemplate(name=name, rgba=rgba, grid=grid, base_color=tuple(meta["base_color"]),
-                        fit=dict(meta.get("fit", {})),
-                        anchors={k: tuple(v) for k, v in meta["anchors"].items()})
+    return MaskTemplate(name=meta.get("name", path.stem), rgba=rgba, grid=grid,
+                        base_color=tuple(meta["base_color"]), fit=dict(meta.get("fit", {})),
+                        anchors={k: tuple(v) for k, v in meta["anchors"].items()},
+                        kind=meta.get("kind", "drawn"))
+
+
+@functools.lru_cache(maxsize=1)
+def real_palette() -> tuple[tuple[tuple[int, int, int], float], ...]:
+    """The colours real masks come in and each one's share: ``mask_templates/palette.json``,
+    measured from real masked photos by ``mask_templates/measure_palette.py``."""
+    meta = json.loads((templates_dir() / "palette.json").read_text(encoding="utf-8"))
+    return tuple((tuple(int(c) for c in entry["rgb"]), float(entry["share"]))  # type: ignore[misc]
+                 for entry in meta["colors"])
 
 
 def parse_color(text: str) -> tuple[int, int, int] | str:

@@ -1,0 +1,63 @@
+"""The camera layer: bring a mask rendered at a higher resolution down to the photo's pixels, with
+the photo's softness, grain and JPEG artefacts. Pure functions on arrays."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from maskprep.masks.render import _blur_of_luminance, _detail, luminance
+
+
+def render_scale(mask_width: float) -> float:
+    """Render pixels per output pixel for a mask ``mask_width`` output px wide: small masks are
+    rendered larger (pleats, threads and loops anti-aliased when resampled), very large ones a
+    little smaller (their photos are soft anyway; the cost grows with the area)."""
+    scale = float(np.clip(240.0 / max(mask_width, 1.0), 0.5, 3.0))
+    return 1.0 if 0.75 < scale < 1.6 else round(scale, 2)
+
+
+def downsample(rgb: np.ndarray, alphas: list[np.ndarray], size: tuple[int, int],
+               scale: float) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Area-resample a render (colour premultiplied by ``alphas[0]``) to ``size`` (w, h)."""
+    if scale == 1 and rgb.shape[1::-1] == tuple(size):
+        return rgb, alphas
+    how = cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR
+    a = cv2.resize(alphas[0], size, interpolation=how)
+    pre = cv2.resize(rgb * alphas[0][..., None], size, interpolation=how)
+    plain = cv2.resize(rgb, size, interpolation=how)
+    out = np.where(a[..., None] > 1e-3, pre / np.maximum(a[..., None], 1e-3), plain)
+    rest = [cv2.resize(x, size, interpolation=how) for x in alphas[1:]]
+    return np.clip(out, 0, 255), [np.clip(a, 0, 1), *rest]
+
+
+def draw_camera(face_rgb: np.ndarray, cover: np.ndarray, rng: np.random.Generator,
+                amount: float = 1.0) -> dict:
+    """The camera draws for one mask: blur (measured on the face), grain level (measured on the
+    covered skin) and a JPEG quality (drawn: the source's compression is unknown)."""
+    covered = cover[::2, ::2] > 0.5
+    lum = luminance(face_rgb)
+    blur = _blur_of_luminance(lum) * amount if covered.sum() >= 16 else 0.0
+    detail = _detail(lum[::2, ::2], covered) if covered.sum() >= 16 else 0.0
+    return {"blur": round(float(blur), 3), "grain": round(float(min(detail * 0.35, 2.5) * amount), 3),
+            "jpeg": int(rng.integers(70, 96)) if amount > 0 else 0,
+            "grain_seed": int(rng.integers(1 << 30))}
+
+
+def apply_camera(rgb: np.ndarray, alphas: list[np.ndarray], d: dict) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Blur the mask (and its edges) like the photo, add its grain, round-trip it through JPEG.
+
+    The grain and JPEG touch only the mask's colour, never the face: blending stays a convex mix."""
+    out = rgb
+    if d["blur"] > 0.1:   # a soft photo has soft mask edges and seams too
+        out = cv2.GaussianBlur(out, (0, 0), d["blur"])
+        alphas = [np.clip(cv2.GaussianBlur(a, (0, 0), d["blur"]), 0, 1) for a in alphas]
+    if d["grain"] > 0.2:
+        noise = np.random.default_rng(d["grain_seed"]).standard_normal(out.shape[:2], dtype=np.float32)
+        out = out + noise[..., None] * d["grain"]
+    out = np.clip(out, 0, 255)
+    if d["jpeg"] and min(out.shape[:2]) >= 8:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(np.rint(out[..., ::-1]).astype(np.uint8)),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(d["jpeg"])])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
+    return out.astype(np.float32), alphas

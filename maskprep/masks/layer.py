@@ -1,0 +1,200 @@
+"""One mask on one face, layer by layer: geometry -> surface -> material -> light -> camera.
+
+Each layer draws from its own random stream (``derive_seed`` of one seed taken from the caller's
+generator and the layer's name), so changing one layer's draws leaves the others' alone; every
+draw is returned in ``MaskLayer.params`` for the manifest. The mask is rendered at a higher
+resolution (``camera.render_scale``) in a box holding the mask and its loops, then resampled.
+
+Drawn templates (``kind == "drawn"``) get the synthetic surface and material; a template cut from
+a real photo (``kind == "bank"``) already has both, and gets only the warp, light and camera.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+
+from maskprep.masks import camera, light as lightmod, surface
+from maskprep.masks.fit import draw_fit, extend_grid, face_frame, fit_grid, loop_paths
+from maskprep.masks.render import MaskLayer, feather, mesh_maps
+from maskprep.masks.templates import MaskTemplate, colored_rgba
+from maskprep.runner import derive_seed
+
+STRAPS = {"n95": "bands"}                   # the others have ear loops
+LOOP_VISIBLE = 0.85                          # share of outputs whose loops show (hair hides the rest)
+# Real strap colours of N95s (off-white elastic, yellow, blue) as albedo 0..1
+BAND_COLORS = ((0.93, 0.92, 0.88), (0.9, 0.82, 0.45), (0.5, 0.62, 0.8))
+
+
+def _streams(rng: np.random.Generator) -> dict[str, np.random.Generator]:
+    seed = int(rng.integers(1 << 62))
+    return {name: np.random.default_rng(derive_seed(seed, name))
+            for name in ("geometry", "surface", "light", "camera", "print")}
+
+
+_UV: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}   # per-process cache: (u, v) per template size
+
+
+def _uv_warp_source(template: MaskTemplate, rgba: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """RGBA (float) plus the template's (u, v) maps: one array, warped in one remap."""
+    key = (template.name, template.kind, rgba.shape[:2], src.tobytes())
+    if key not in _UV:
+        if len(_UV) > 256:
+            _UV.clear()
+        _UV[key] = surface.template_uv(src, rgba.shape[:2])
+    u, v = _UV[key]
+    return np.dstack([rgba[..., :3].astype(np.float32), u, v, rgba[..., 3].astype(np.float32) / 255.0])
+
+
+def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplate,
+                 wear: str = "correct", color: tuple[int, int, int] | None = None,
+                 pattern: str = "none", rng: np.random.Generator | None = None,
+                 jitter: float = 1.0, realism: float = 1.0,
+                 draws: Mapping[str, Any] | None = None) -> tuple[MaskLayer, np.ndarray]:
+    """Render one mask for one face: the layer (colour, alpha, contact shadow, draws) and the
+    fitted anchor grid. ``draws`` overrides single draws (``loops``: True/False).
+
+    ``jitter=0`` keeps the template's own fit; ``realism=0`` skips the camera layer."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    force = dict(draws or {})
+    streams = _streams(rng)
+    lm = np.asarray(landmarks, np.float64)
+    frame = face_frame(lm)
+    drawn = template.kind != "bank"
+    params: dict[str, Any] = {}
+
+    # geometry
+    g = streams["geometry"]
+    fit = draw_fit(template.fit, g) if jitter > 0 else dict(template.fit)
+    dst = fit_grid(lm, template.rows, template.cols, wear, fit, g, jitter)
+    straps = STRAPS.get(template.name, "loops")
+    loops_on = bool(force.get("loops", g.random() < LOOP_VISIBLE)) and drawn
+    paths = loop_paths(dst, lm, straps) if loops_on else []
+    params["fit"] = {k: round(float(v), 4) for k, v in fit.items()}
+    params["loops"] = straps if loops_on else "hidden"
+
+    # colour and print, flat in template space (the warp makes them follow the mask)
+    rgba = colored_rgba(template, color, pattern, streams["print"])
+    src = template.grid.astype(np.float32)
+    target_w = float(np.hypot(*(dst[0, -1] - dst[0, 0])))
+    scale = camera.render_scale(target_w)
+    template_w = float(src[0, -1, 0] - src[0, 0, 0])
+    factor = min(1.0, 1.5 * scale * target_w / template_w)
+    if factor < 0.8:   # shrink first: a big down-scaling warp would alias the drawing
+        tw, th = max(8, int(round(rgba.shape[1] * factor))), max(8, int(round(rgba.shape[0] * factor)))
+        rgba = cv2.resize(rgba, (tw, th), interpolation=cv2.INTER_AREA)
+        src = (src + 0.5) * np.array([tw / template.rgba.shape[1], th / template.rgba.shape[0]],
+                                     np.float32) - 0.5
+
+    # the box: mask and loops, in image px, then in render px
+    src_ext, dst_ext = extend_grid(src), extend_grid(dst)
+    pts = np.concatenate([dst_ext.reshape(-1, 2), *paths]) if paths else dst_ext.reshape(-1, 2)
+    hgt, wid = image.shape[:2]
+    x0 = int(np.clip(np.floor(pts[:, 0].min()) - 2, 0, wid))
+    y0 = int(np.clip(np.floor(pts[:, 1].min()) - 2, 0, hgt))
+    x1 = int(np.clip(np.ceil(pts[:, 0].max()) + 3, 0, wid))
+    y1 = int(np.clip(np.ceil(pts[:, 1].max()) + 3, 0, hgt))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        empty = np.zeros((0, 0), np.float32)
+        return MaskLayer(np.zeros((0, 0, 3), np.float32), empty, x0, y0, params=params), dst
+    w, h = x1 - x0, y1 - y0
+    W, H = max(2, int(round(w * scale))), max(2, int(round(h * scale)))
+
+    def to_render(p: np.ndarray) -> np.ndarray:
+        return (np.asarray(p, np.float64) - (x0, y0) + 0.5) * scale - 0.5
+
+    map_x, map_y, inside = mesh_maps(src_ext, to_render(dst_ext), (0, 0, W, H))
+    stack = _uv_warp_source(template, rgba, src)
+    warped = cv2.remap(stack, map_x, map_y, interpolation=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)
+    body = feather(warped[..., 5] * inside, max(0.35, 0.004 * target_w) * scale)
+    # surface, material and light only where the mask body is (the box also holds the loops)
+    bx, by, bw, bh = cv2.boundingRect((body > 0).astype(np.uint8))
+    if bw == 0 or bh == 0:
+        bx, by, bw, bh = 0, 0, W, H
+    sl = (slice(by, by + bh), slice(bx, bx + bw))
+    rgb, u, v = warped[sl][..., :3], warped[sl][..., 3], warped[sl][..., 4]
+
+    # surface and material (drawn masks only)
+    mask_w_render = target_w * scale
+    synthetic = drawn and template.name in surface.MATERIALS
+    if synthetic:
+        sd = surface.draw_surface(template.name, wear, streams["surface"])
+        height = surface.height_field(template.name, u, v, mask_w_render, sd)
+        normal = surface.normals(height)
+        albedo = rgb / 245.0 * surface.material(u, v, mask_w_render, scale, sd)[..., None]
+        if "valve" in sd:
+            cover_v = surface.valve(u, v, sd["valve"])[..., None]
+            albedo = albedo * (1 - cover_v) + np.asarray(sd["valve"]["color"], np.float32) * cover_v
+        params["surface"] = sd
+    else:   # a cut-out (or a drawing without a synthetic surface) keeps its own shading
+        albedo = rgb / 255.0
+
+    # light
+    lg = streams["light"]
+    strength = float(force.get("light_strength", lg.uniform(0.75, 1.25)))
+    light = lightmod.estimate_light(image, lm, strength)
+    face = image[y0:y1, x0:x1]
+    # the face's light falling off across the mask (measured on the uncovered upper face: the
+    # beard, lips and nostrils under the mask are its colour, not its light)
+    gx = x0 + (np.arange(bx, bx + bw, dtype=np.float32) + 0.5) / scale - 0.5
+    gy = y0 + (np.arange(by, by + bh, dtype=np.float32) + 0.5) / scale - 0.5
+    scene = light.falloff(gx[None, :], gy[:, None])
+    gains = np.asarray(light.gains, np.float32)
+    if synthetic:
+        lit = lightmod.shade(normal, light) * surface.occlusion(height, mask_w_render)
+        # exposure: the best-lit part of the mask reaches the white level (a white mask is as
+        # bright as the photo's whites allow), whatever the form's overall tilt
+        solid = body[sl] > 0.5
+        if solid.any():
+            lit = lit / max(float(np.percentile(lit[solid][::3], 95)), 0.5)
+        level = light.white
+    else:   # only the exposure of this photo is applied
+        lit = np.ones_like(u)
+        level = 255.0 * lightmod.exposure_gain(image, lm)
+    out = np.zeros((H, W, 3), np.float32)
+    out[sl] = albedo * (level * lit * scene)[..., None] * gains
+
+    # loops / straps, behind the mask body
+    alpha = body
+    if paths:
+        loop_a = np.zeros((H, W), np.uint8)
+        thick = (0.022 if straps == "bands" else 0.009) * frame.width * scale
+        for path in paths:
+            cv2.polylines(loop_a, [np.round(to_render(path) * 16).astype(np.int32)], False, 255,
+                          thickness=max(1, int(round(thick))), lineType=cv2.LINE_AA, shift=4)
+        la = loop_a.astype(np.float32) / 255.0
+        if straps == "bands":
+            band = BAND_COLORS[int(lg.integers(len(BAND_COLORS)))]
+            params["strap_color"] = list(band)
+            loop_rgb = np.asarray(band, np.float32)
+        elif template.name == "cloth":
+            solid = body[sl] > 0.9
+            loop_rgb = np.clip(np.median(albedo[solid], axis=0), 0, 1) if solid.any() \
+                else np.array([0.3, 0.3, 0.3], np.float32)
+        else:
+            loop_rgb = np.array([0.95, 0.95, 0.94], np.float32)
+        loop_col = loop_rgb[None, None, :] * level * 0.9 * gains
+        behind = la * (1 - body)
+        alpha = body + behind
+        out = (out * body[..., None] + loop_col * behind[..., None]) / np.maximum(alpha, 1e-4)[..., None]
+        out = np.where(alpha[..., None] > 1e-4, out, loop_col)
+
+    # contact shadow on the skin along the top edge
+    top = to_render(dst[0])
+    strength_c = float(np.clip(lg.uniform(0.1, 0.28) * light.diffuse / 0.6, 0.05, 0.35))
+    shadow = lightmod.contact_shadow(top, frame.up * 1.0, (H, W), 0.03 * frame.width * scale,
+                                     strength_c, body)
+    params["light"] = dict(light.as_params(), strength=round(strength, 3), shadow=round(strength_c, 3))
+
+    # camera
+    out = np.clip(out, 0, 255).astype(np.float32)
+    out, (alpha, body, shadow) = camera.downsample(out, [alpha, body, shadow], (w, h), scale)
+    cd = camera.draw_camera(face, body, streams["camera"], realism)
+    params["camera"] = dict(cd, scale=scale)
+    if realism > 0:
+        out, (alpha, body) = camera.apply_camera(out, [alpha, body], cd)
+    return MaskLayer(out.astype(np.float32), alpha.astype(np.float32), x0, y0,
+                     shadow=np.minimum(shadow, 1.0).astype(np.float32), cover=body.astype(np.float32),
+                     params=params), dst
