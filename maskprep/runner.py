@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from maskprep.engines import current_engine, map_ordered
 from maskprep.images import (
     ImageReadError,
     list_images,
@@ -95,6 +96,7 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False
     manifest: Path | None = None
+    engine: dict[str, Any] = field(default_factory=lambda: {"name": "local"})  # run.json: where it ran
 
     def lines(self) -> list[str]:
         done = f"{self.stage}: {self.inputs} input(s) -> {self.outputs} output(s), " \
@@ -300,8 +302,16 @@ def run_stage(
 
     bar = _progress(len(jobs), stage, progress)
     pool = None
+    engine = current_engine()
+    mapped = None
     try:
-        if workers == 1 or len(jobs) <= 1:
+        if engine.name != "local":  # the same _run_one, on another engine's workers (maskprep.engines)
+            mapped = map_ordered(engine, _run_one, jobs, workers, _init_worker,
+                                 (process, out_root, stage, jpeg_quality))
+            for records in mapped:
+                take(records)
+                bar.update(1)
+        elif workers == 1 or len(jobs) <= 1:
             _init_worker_in_process(process, out_root, stage, jpeg_quality)
             for job in jobs:
                 take(_run_one(job))
@@ -322,6 +332,9 @@ def run_stage(
         if pool is not None:
             pool.terminate()
             pool.join()
+        if mapped is not None:
+            mapped.close()
+            summary.engine = mapped.info()
         bar.close()
         writer.close()
         remove_stale_temp_files(out_root)
@@ -356,7 +369,7 @@ def _write_run_info(out_root: Path, stage: str, input_dir: Path, params: Mapping
     if summary is not None:
         info.update(inputs=summary.inputs, outputs=summary.outputs, skipped=summary.skipped,
                     failed=summary.failed, resumed=summary.resumed, reasons=dict(summary.reasons),
-                    seconds=round(summary.seconds, 3))
+                    seconds=round(summary.seconds, 3), engine=summary.engine)
     write_bytes_atomic(out_root / RUN_INFO_NAME,
                        json.dumps(info, indent=2, default=str, ensure_ascii=False).encode("utf-8"))
 

@@ -231,6 +231,7 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: 
     """
     from tqdm import tqdm
 
+    from maskprep.engines import current_engine, map_ordered
     from maskprep.runner import default_workers, process_pool
 
     root = Path(root).resolve()
@@ -242,8 +243,13 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: 
     bar = tqdm(total=len(jobs), desc="audit" + (" + faces" if identity else ""), unit="img",
                file=sys.stderr, disable=progress is False, dynamic_ncols=True, mininterval=0.5)
     entries: list[FileEntry] = []
+    engine = current_engine()
     try:
-        if workers == 1 or len(jobs) < 8:
+        if engine.name != "local":  # the same per-file scan on another engine (maskprep.engines)
+            for entry in map_ordered(engine, _scan_job, jobs, workers, _init_worker, (identity,)):
+                entries.append(entry)
+                bar.update(1)
+        elif workers == 1 or len(jobs) < 8:
             _WORKER["identity"] = identity
             for job in jobs:
                 entries.append(_scan_job(job))
