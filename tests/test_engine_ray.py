@@ -7,13 +7,8 @@ two actors, one per node.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,61 +20,20 @@ from maskprep.manifest import latest_records, read_manifest
 from tests.conftest import require_shared
 
 pytestmark = pytest.mark.slow
-ray = pytest.importorskip("ray", reason=f"the ray engine is tested where Ray is installed ({RAY_INSTALL})")
-
-CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ray_start(*args: str) -> subprocess.Popen:
-    """One ``ray start --block`` in its own process group, so that the group can be stopped alone."""
-    command = [str(Path(sys.executable).parent / "ray"), "start", "--node-ip-address", "127.0.0.1",
-               "--num-cpus", "1", "--block", *args]
-    return subprocess.Popen(command, env={**os.environ, **CLUSTER_ENV}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def _wait_for(condition, what: str, tries: int = 240) -> None:
-    for _ in range(tries):
-        if condition():
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"the test cluster did not come up: {what}")
+pytest.importorskip("ray", reason=f"the ray engine is tested where Ray is installed ({RAY_INSTALL})")
 
 
 @pytest.fixture(scope="module")
 def cluster() -> str:
     """The address of a two-node Ray cluster (one CPU each) on this machine, with this process joined."""
-    address = f"127.0.0.1:{_free_port()}"
-    nodes = [_ray_start("--head", "--port", address.split(":")[1], "--include-dashboard", "false")]
-    try:
-        def joined() -> bool:
-            try:
-                ray.init(address=address, _node_ip_address="127.0.0.1", logging_level="WARNING",
-                         log_to_driver=False)
-                return True
-            except (ConnectionError, RuntimeError):
-                return False
-
-        _wait_for(joined, "head node")
-        nodes.append(_ray_start("--address", address))
-        _wait_for(lambda: sum(n["Alive"] for n in ray.nodes()) == 2, "second node")
+    from maskprep.engines.cluster import loopback_cluster
+    with loopback_cluster(nodes=2, cpus_per_node=1) as address:
         yield address
-    finally:
-        ray.shutdown()
-        for node in nodes:  # SIGKILL the group: `ray stop` would stop every Ray on the machine
-            os.killpg(node.pid, signal.SIGKILL)
-            node.wait()
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    """A small real tree: faces, a multi-face photo, a photo without a face and a broken file."""
+    """A small real tree: three face photos, a photo without a face and a broken file."""
     identities = require_shared("faces", "identities")
     root = tmp_path_factory.mktemp("photos")
     for rel in ("barack_obama/obama_small.jpg", "barack_obama/obama-240p.jpg", "kit_harington/john2.jpeg"):
