@@ -6,7 +6,7 @@ On the same hashes, in one run, every pair within ``--threshold`` bits of a self
   (b) faiss IndexBinaryMultiHash, nhash tables of b bits, nflip so that the search is exact
       (nhash * (nflip + 1) > threshold), range_search; one thread and all threads
   (c) faiss IndexBinaryHash, one table of b bits with nflip flips: approximate, its recall is shown
-Hashes: real pHashes of the shared photos give each bit's frequency; N hashes are drawn with those
+The audit's default threshold. Hashes: real pHashes of the shared photos give each bit's frequency; N hashes are drawn with those
 bit frequencies, and 5% of them are near copies (0-6 bits from another hash), as in a set of photos
 with a few re-encoded or cropped copies. Prints times and ratios against (a).
 
@@ -25,6 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from maskprep.audit.duplicates import DEFAULT_NEAR_THRESHOLD  # noqa: E402
 from maskprep.audit.hashing import compute_hashes  # noqa: E402
 from maskprep.audit.pairs import hamming_pairs  # noqa: E402
 from maskprep.images import ImageReadError, list_images, read_image  # noqa: E402
@@ -84,7 +85,8 @@ def main() -> None:
     import faiss
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000")
-    parser.add_argument("--threshold", type=int, default=10, help="bits (the audit's default)")
+    parser.add_argument("--threshold", type=int, default=DEFAULT_NEAR_THRESHOLD,
+                        help=f"bits (default: the audit's, {DEFAULT_NEAR_THRESHOLD})")
     parser.add_argument("--sample", type=int, default=200, help="real photos for the bit frequencies")
     parser.add_argument("--multihash-max", type=int, default=200_000,
                         help="skip IndexBinaryMultiHash above this size (measured 24x slower than ours "

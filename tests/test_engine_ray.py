@@ -7,6 +7,8 @@ two actors, one per node.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import shutil
 import sys
 from pathlib import Path
@@ -159,19 +161,6 @@ def test_interrupted_ray_run_finishes_with_resume(photos, cluster, tmp_path, mon
     assert not list((tmp_path / "ray").rglob("*.tmp*"))
 
 
-def test_audit_scan_on_ray_matches_local(photos, cluster):
-    from maskprep.audit.scan import scan_dataset
-    local = scan_dataset(photos, workers=2, progress=False)
-    with use_engine(_on_cluster(cluster, batch_size=2)):
-        remote = scan_dataset(photos, progress=False)
-    assert [e.rel for e in remote.entries] == [e.rel for e in local.entries]
-    for a, b in zip(local.entries, remote.entries):
-        assert (a.sha256, a.pixels, a.hashes, a.error, a.width, a.height) == \
-               (b.sha256, b.pixels, b.hashes, b.error, b.width, b.height)
-        assert (a.thumb is None and b.thumb is None) or (a.thumb == b.thumb).all()
-    assert any(e.error for e in local.entries) and any(e.hashes for e in local.entries)
-
-
 def test_engine_ray_without_ray_fails_fast_with_the_install_command(photos, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
     result = CliRunner().invoke(cli, ["synth-masks", str(photos), str(tmp_path / "out"), "--engine", "ray"])
@@ -181,3 +170,22 @@ def test_engine_ray_without_ray_fails_fast_with_the_install_command(photos, tmp_
     result = CliRunner().invoke(cli, ["augment", str(photos), str(tmp_path / "out"), "--flip",
                                       "--ray-address", "127.0.0.1:1"])
     assert result.exit_code == 2 and "--ray-address needs --engine ray" in result.output
+
+
+def test_audit_without_an_address_starts_ray_in_the_process_and_finds_the_same(photos, tmp_path):
+    """The laptop case: no cluster, no RAY_ADDRESS; ``audit --engine ray`` starts its own Ray for the
+    reading and hashing pass, and reports what the local engine reports."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    reports = {}
+    for engine in ("local", "ray"):
+        reports[engine] = tmp_path / f"{engine}.json"
+        result = subprocess.run([sys.executable, "-m", "maskprep", "audit", str(photos), "--json",
+                                 str(reports[engine]), "--engine", engine, "-j", "1", "--quiet"],
+                                capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    local, remote = (json.loads(reports[e].read_text()) for e in ("local", "ray"))
+    for report in (local, remote):
+        report.pop("seconds")
+        report.pop("timings")
+    assert remote == local
+    assert local["counts"]["files"] == 5 and local["counts"]["unreadable"] == 1

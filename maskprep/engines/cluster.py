@@ -70,3 +70,19 @@ def loopback_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[str]:
         for process in started:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        _forget_address(address)
+
+
+def _forget_address(address: str) -> None:
+    """Remove the address file ``ray start`` left for this cluster (``ray stop`` would), so that a
+    later plain ``ray.init()`` does not look for a cluster that is gone."""
+    try:
+        from ray._common.utils import get_ray_address_file
+    except ImportError:  # pragma: no cover - another Ray layout: the file is only a hint anyway
+        return
+    path = Path(get_ray_address_file(None))
+    try:
+        if path.read_text().strip().rsplit(":", 1)[-1] == address.rsplit(":", 1)[-1]:
+            path.unlink()
+    except OSError:
+        pass
