@@ -305,7 +305,7 @@ def run_stage(
     engine = current_engine()
     mapped = None
     try:
-        if engine.name != "local":  # the same _run_one, on another engine's workers (maskprep.engines)
+        if engine.name != "local" and jobs:  # the same _run_one on another engine (maskprep.engines)
             mapped = map_ordered(engine, _run_one, jobs, workers, _init_worker,
                                  (process, out_root, stage, jpeg_quality))
             for records in mapped:

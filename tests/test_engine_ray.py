@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -161,7 +162,15 @@ def test_interrupted_ray_run_finishes_with_resume(photos, cluster, tmp_path, mon
     assert not list((tmp_path / "ray").rglob("*.tmp*"))
 
 
-def test_engine_ray_without_ray_fails_fast_with_the_install_command(photos, tmp_path, monkeypatch):
+def test_engine_ray_fails_fast_without_ray_or_a_reachable_cluster(photos, tmp_path, monkeypatch):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    result = CliRunner().invoke(cli, ["augment", str(photos), str(tmp_path / "out"), "--flip",
+                                      "--engine", "ray", "--ray-address", closed])
+    assert result.exit_code == 2 and f"cannot reach the Ray cluster at {closed}" in result.output
+    assert not (tmp_path / "out").exists()
+
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
     result = CliRunner().invoke(cli, ["synth-masks", str(photos), str(tmp_path / "out"), "--engine", "ray"])
     assert result.exit_code == 2
@@ -175,15 +184,14 @@ def test_engine_ray_without_ray_fails_fast_with_the_install_command(photos, tmp_
 def test_audit_without_an_address_starts_ray_in_the_process_and_finds_the_same(photos, tmp_path):
     """The laptop case: no cluster, no RAY_ADDRESS; ``audit --engine ray`` starts its own Ray for the
     reading and hashing pass, and reports what the local engine reports."""
+    from maskprep.audit import audit, write_json
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    reports = {}
-    for engine in ("local", "ray"):
-        reports[engine] = tmp_path / f"{engine}.json"
-        result = subprocess.run([sys.executable, "-m", "maskprep", "audit", str(photos), "--json",
-                                 str(reports[engine]), "--engine", engine, "-j", "1", "--quiet"],
-                                capture_output=True, text=True, env=env, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
-    local, remote = (json.loads(reports[e].read_text()) for e in ("local", "ray"))
+    result = subprocess.run([sys.executable, "-m", "maskprep", "audit", str(photos), "--json",
+                             str(tmp_path / "ray.json"), "--engine", "ray", "-j", "1", "--quiet"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = json.loads((tmp_path / "ray.json").read_text())
+    local = json.loads(write_json(audit(photos, workers=1, progress=False), tmp_path / "local.json").read_text())
     for report in (local, remote):
         report.pop("seconds")
         report.pop("timings")

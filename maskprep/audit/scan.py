@@ -245,7 +245,7 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None, identity: 
     entries: list[FileEntry] = []
     engine = current_engine()
     try:
-        if engine.name != "local":  # the same per-file scan on another engine (maskprep.engines)
+        if engine.name != "local" and jobs:  # the same per-file scan on another engine (maskprep.engines)
             for entry in map_ordered(engine, _scan_job, jobs, workers, _init_worker, (identity,)):
                 entries.append(entry)
                 bar.update(1)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
+import socket
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -74,6 +76,7 @@ def use_engine(spec: EngineSpec | str) -> Iterator[EngineSpec]:
         spec = EngineSpec(spec)
     if spec.name == "ray":
         require_ray()
+        check_reachable(spec.address or os.environ.get("RAY_ADDRESS") or "")
     token = _CURRENT.set(spec)
     try:
         yield spec
@@ -89,6 +92,21 @@ def require_ray() -> None:
     except ImportError:
         raise EngineUnavailable(f"--engine ray needs Ray, which is not installed here: "
                                 f"{RAY_INSTALL}") from None
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Raise :class:`EngineUnavailable` when nothing listens at a ``host:port`` cluster address.
+
+    ``ray.init`` would retry an unreachable address for minutes; a refused connection is known at once.
+    Other forms (``auto``, ``ray://...``, empty) are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host or "/" in host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise EngineUnavailable(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} "
+                                "(is 'ray start --head' running there, on that port?)") from None
 
 
 def map_ordered(spec: EngineSpec, fn: Callable[[Any], Any], items: Sequence[Any], workers: int,

@@ -138,7 +138,10 @@ class RayMap(EngineMap):
     def info(self) -> dict[str, Any]:
         """The engine's settings and the work per node (id, address, items) for ``run.json``."""
         import ray
-        address = {n["NodeID"]: n.get("NodeManagerAddress", "") for n in ray.nodes()}
+        try:
+            address = {n["NodeID"]: n.get("NodeManagerAddress", "") for n in ray.nodes()}
+        except Exception:  # the cluster went away mid-run: report the counts without addresses
+            address = {}
         return {
             **self.spec.to_dict(), "actors": self.concurrency,
             "nodes": [{"node_id": node, "address": address.get(node, ""), "files": count}
