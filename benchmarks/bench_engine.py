@@ -4,9 +4,9 @@
   (b) ray        - the same stage with --engine ray on a Ray started in this process, 2 actors
   (c) ray 2-node - the same on a two-node Ray cluster on this machine (2 x 1 CPU, loopback), 2 actors:
                    the per-node split of the work
-For each run: start-up (from the call to the first manifest record: pool or Ray start, actors and
-their models, the first file) and steady-state throughput (files per second from the record of the
-file at 25 % to the last). Prints ray/local ratios of the steady state, which stay meaningful on a busy machine
+For each run: start-up (from the call to the first output file, by its modification time: pool or Ray
+start, actors and their models, the first file) and steady-state throughput (all files over the time
+from that first output to the end of the run). Prints ray/local ratios of the steady state, which stay meaningful on a busy machine
 where absolute numbers do not. Bar (issue 17): ray >= 0.8x local on 2 cores.
 
     .venv/bin/python benchmarks/bench_engine.py                       # synth-masks, 1000 crops
@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO))
 
 from maskprep.engines import EngineSpec, use_engine  # noqa: E402
 from maskprep.images import list_images  # noqa: E402
-from maskprep.manifest import ManifestWriter  # noqa: E402
 
 DATA = Path(os.environ.get("MASKPREP_SHARED_DATA", REPO.parent / "shared" / "data")) / "masks" / "chandrikadeb7"
 
@@ -47,27 +46,21 @@ def _stage(name: str):
 
 
 def timed_run(run, src: Path, out: Path, **kwargs) -> dict:
-    """Run a stage and time each manifest write (one per input file) without changing the run."""
-    stamps: list[float] = []
-    write = ManifestWriter.write
+    """Run a stage; split its time into start-up and work at its first output file.
 
-    def stamped(self, records):
-        write(self, records)
-        stamps.append(time.perf_counter())
-
-    ManifestWriter.write = stamped
-    try:
-        start = time.perf_counter()
-        summary = run(src, out, **kwargs)
-    finally:
-        ManifestWriter.write = write
-    # Steady state from the file at 25 % on: by then both engines have every worker busy, and Ray's
-    # first results, which arrive in a burst once its pipeline fills, are left out.
-    k = len(stamps) // 4
-    steady = (len(stamps) - 1 - k) / (stamps[-1] - stamps[k]) if len(stamps) > 4 else float("nan")
+    A worker writes each output the moment it is done, so the first output's modification time says
+    when work was flowing, whatever the engine (the driver's manifest writes would not: Ray hands
+    results back in order and in batches). Throughput after start-up = all files / (end - first output).
+    """
+    start = time.time()
+    summary = run(src, out, **kwargs)
+    end = time.time()
+    first = min(p.stat().st_mtime for p in out.rglob("*")
+                if p.is_file() and p.name not in ("manifest.jsonl", "run.json"))
     info = json.loads((out / "run.json").read_text())
-    return {"files": summary.inputs, "outputs": summary.outputs, "startup_s": stamps[0] - start,
-            "total_s": stamps[-1] - start, "steady_fps": steady, "engine": info.get("engine", {})}
+    return {"files": summary.inputs, "outputs": summary.outputs, "startup_s": first - start,
+            "total_s": end - start, "steady_fps": summary.inputs / (end - first),
+            "engine": info.get("engine", {})}
 
 
 def show(label: str, result: dict, baseline: dict | None) -> None:

@@ -30,7 +30,8 @@ _LOOPBACK = ("127.", "localhost", "::1")
 
 
 def _quiet_ray_data() -> None:
-    """No Ray Data progress bars or execution logs in a maskprep run: it has its own progress bar."""
+    """Ray Data settings for a maskprep run (in this process's current DataContext): results in job
+    order, and no progress bars or execution logs of its own (maskprep has its progress bar)."""
     import ray.data
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # the manifest is written in job order
@@ -46,8 +47,8 @@ def _quiet_ray_data() -> None:
 def connect(address: str | None, num_cpus: int) -> None:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``), or start Ray in this process.
 
-    Usage statistics are off (nothing leaves the machine). A cluster on loopback is joined from
-    loopback, so the driver never dials the machine's outside address."""
+    Usage statistics are off (nothing leaves the machine). A cluster whose nodes run on loopback
+    (``ray start --node-ip-address 127.0.0.1``) is joined with that node address too."""
     require_ray()
     import ray
     if ray.is_initialized():
