@@ -6,8 +6,8 @@
                    the per-node split of the work
 For each run: start-up (from the call to the first output file, by its modification time: pool or Ray
 start, actors and their models, the first file) and steady-state throughput (all files over the time
-from that first output to the end of the run). Prints ray/local ratios of the steady state, which stay meaningful on a busy machine
-where absolute numbers do not. Bar (issue 17): ray >= 0.8x local on 2 cores.
+from that first output to the end of the run). Prints ray/local ratios of the steady state, which
+stay meaningful on a busy machine where absolute numbers do not. Bar (issue 17): ray >= 0.8x local on 2 cores.
 
     .venv/bin/python benchmarks/bench_engine.py                       # synth-masks, 1000 crops
     .venv/bin/python benchmarks/bench_engine.py --stage augment --limit 1200
@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO))
 from maskprep.engines import EngineSpec, use_engine  # noqa: E402
 from maskprep.images import list_images  # noqa: E402
 
-DATA = Path(os.environ.get("MASKPREP_SHARED_DATA", REPO.parent / "shared" / "data")) / "masks" / "chandrikadeb7"
+SHARED = Path(os.environ.get("MASKPREP_SHARED_DATA", REPO.parent / "shared" / "data"))
+DATA = SHARED / "masks" / "chandrikadeb7"
 
 
 def _stage(name: str):
@@ -92,7 +93,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_engine_") as tmp:
         tmp = Path(tmp)
         src = tmp / "in"
-        for path in files:  # a copy, so that --limit picks a tree and no stage reads the shared folder's manifests
+        # A copy: --limit picks a tree, and no stage reads the shared folder's manifests.
+        for path in files:
             dest = src / path.relative_to(args.data)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)

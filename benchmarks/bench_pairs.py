@@ -6,9 +6,10 @@ On the same hashes, in one run, every pair within ``--threshold`` bits of a self
   (b) faiss IndexBinaryMultiHash, nhash tables of b bits, nflip so that the search is exact
       (nhash * (nflip + 1) > threshold), range_search; one thread and all threads
   (c) faiss IndexBinaryHash, one table of b bits with nflip flips: approximate, its recall is shown
-The audit's default threshold. Hashes: real pHashes of the shared photos give each bit's frequency; N hashes are drawn with those
-bit frequencies, and 5% of them are near copies (0-6 bits from another hash), as in a set of photos
-with a few re-encoded or cropped copies. Prints times and ratios against (a).
+The audit's default threshold. Hashes: real pHashes of the shared photos give each bit's frequency;
+N hashes are drawn with those bit frequencies, and 5% of them are near copies (0-6 bits from another
+hash), as in a set of photos with a few re-encoded or cropped copies. Prints times and ratios against
+(a). Needs faiss-cpu (`pip install faiss-cpu`), which maskprep itself does not use.
 
     .venv/bin/python benchmarks/bench_pairs.py --sizes 100000,1000000
 """

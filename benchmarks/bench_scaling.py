@@ -79,7 +79,8 @@ def main() -> None:
             lines = (Path(tmp) / name / "manifest.jsonl").read_text().splitlines()
             manifests[name] = sum(len(x.encode()) + 1 for x in lines) / len(lines)
     print("manifest bytes per record: " + ", ".join(
-        f"{stage} {size:.0f}" for stage, size in zip(("detect", "synth-masks", "augment"), manifests.values())))
+        f"{stage} {size:.0f}"
+        for stage, size in zip(("detect", "synth-masks", "augment"), manifests.values())))
 
     print("CPU seconds per input file (worker processes' CPU time, which a busy machine does not inflate):")
     crops = list_images(masks)[::9][:200]
@@ -121,7 +122,8 @@ def main() -> None:
         i, _, _ = flip_aware_pairs(h, hf, DEFAULT_NEAR_THRESHOLD)
         sec = time.perf_counter() - start  # timed apart: tracemalloc slows numpy's many allocations
         _, _, peak, _ = measured(lambda: flip_aware_pairs(h, hf, DEFAULT_NEAR_THRESHOLD))
-        print(f"pair search (flip-aware, {DEFAULT_NEAR_THRESHOLD} bits) over {size} hashes: {sec:.1f} s, peak "
+        print(f"pair search (flip-aware, {DEFAULT_NEAR_THRESHOLD} bits) over {size} hashes: "
+              f"{sec:.1f} s, peak "
               f"{peak / 2**20:.0f} MiB ({peak / size:.0f} B per hash), {len(i)} pairs", flush=True)
 
 

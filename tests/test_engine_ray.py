@@ -118,7 +118,8 @@ def test_augment_command_on_ray_matches_local(photos, cluster, tmp_path):
                                  "--ray-address", cluster, "--batch-size", "2"])
     assert local.exit_code == 0 and remote.exit_code == 0, remote.output
     # The summary says the same, apart from the elapsed time and the folder.
-    strip = lambda out, d: [line.split(" in ")[0].replace(str(d), "OUT") for line in out.splitlines()]  # noqa: E731
+    def strip(out: str, folder: Path) -> list[str]:
+        return [line.split(" in ")[0].replace(str(folder), "OUT") for line in out.splitlines()]
     assert strip(remote.output, tmp_path / "ray") == strip(local.output, tmp_path / "local")
     assert "1 failed" in local.output
     for rel, data in _files(tmp_path / "local").items():
@@ -191,7 +192,8 @@ def test_audit_without_an_address_starts_ray_in_the_process_and_finds_the_same(p
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     remote = json.loads((tmp_path / "ray.json").read_text())
-    local = json.loads(write_json(audit(photos, workers=1, progress=False), tmp_path / "local.json").read_text())
+    local_report = audit(photos, workers=1, progress=False)
+    local = json.loads(write_json(local_report, tmp_path / "local.json").read_text())
     for report in (local, remote):
         report.pop("seconds")
         report.pop("timings")
