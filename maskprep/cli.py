@@ -37,15 +37,71 @@ def runner_options(func: Callable) -> Callable:
     ]
     for option in reversed(options):
         func = option(func)
+    return engine_options(func)
+
+
+def engine_options(func: Callable) -> Callable:
+    """``--engine``, ``--ray-address``, ``--batch-size``: where the per-file work runs.
+
+    They are kept in the click context (not passed to the command), and :func:`engine_spec` reads
+    them back, so a stage command needs no parameter of its own for them."""
+    from maskprep.engines import DEFAULT_BATCH_SIZE, ENGINES, RAY_INSTALL, EngineUnavailable, require_ray
+
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if param.name == "engine" and value == "ray":
+            try:
+                require_ray()  # fail before any work, with the install command
+            except EngineUnavailable as exc:
+                raise InputError(str(exc)) from None
+        ctx.meta.setdefault(_ENGINE_META, {})[param.name] = value
+        return value
+
+    options = [
+        click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+                     expose_value=False, callback=store,
+                     help="local: processes on this machine. ray: Ray Data actors (models loaded once "
+                          "per actor) on a Ray started in this process, or on the cluster at "
+                          f"--ray-address; needs {RAY_INSTALL}. Same output bytes either way; "
+                          "with ray, --workers is the number of actors (default: every CPU)."),
+        click.option("--ray-address", metavar="HOST:PORT", default=None, expose_value=False,
+                     callback=store,
+                     help="Join this Ray cluster (started with 'ray start --head'; default: "
+                          "RAY_ADDRESS when set). IN and OUT must be on a file system every node sees."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
+                     show_default=True, expose_value=False, callback=store,
+                     help="With --engine ray: files per Ray Data batch."),
+    ]
+    for option in reversed(options):
+        func = option(func)
     return func
+
+
+_ENGINE_META = "maskprep.engine"
+
+
+def engine_spec(ctx: click.Context | None = None) -> Any:
+    """The :class:`maskprep.engines.EngineSpec` that the command's engine options ask for."""
+    from maskprep.engines import EngineSpec
+    ctx = ctx or click.get_current_context(silent=True)
+    chosen = dict(ctx.meta.get(_ENGINE_META, {})) if ctx is not None else {}
+    name = chosen.get("engine") or "local"
+    workers = ctx.params.get("workers") if ctx is not None else None
+    try:
+        return EngineSpec(name=name, address=chosen.get("ray_address"),
+                          batch_size=chosen.get("batch_size") or EngineSpec.batch_size,
+                          concurrency=(workers or None) if name == "ray" else None)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def run_and_report(run: Callable[[], Summary]) -> Summary:
     """Run a stage, turning folder problems into a one-line error (exit 2) and printing the summary."""
+    from maskprep.engines import EngineUnavailable, use_engine
     from maskprep.runner import RunError
     try:
-        summary = run()
-    except RunError as exc:
+        with use_engine(engine_spec()):
+            summary = run()
+    except (RunError, EngineUnavailable) as exc:
         raise InputError(str(exc)) from None
     except KeyboardInterrupt:
         click.echo("interrupted: finished files and the manifest are kept; re-run with --resume",
@@ -60,10 +116,11 @@ def friendly_errors(func: Callable) -> Callable:
     """Turn expected library errors into one clear line instead of a traceback."""
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from maskprep.engines import EngineUnavailable
         from maskprep.resources import MissingResource
         try:
             return func(*args, **kwargs)
-        except (MissingResource, ValueError) as exc:
+        except (MissingResource, EngineUnavailable, ValueError) as exc:
             raise InputError(str(exc)) from None
     return wrapper
 

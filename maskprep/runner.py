@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from maskprep.engines import EngineMap, current_engine, map_ordered
 from maskprep.images import (
     ImageReadError,
     remove_stale_temp_files,
@@ -106,6 +107,7 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False
     manifest: Path | None = None
+    engine: dict[str, Any] = field(default_factory=lambda: {"name": "local"})  # run.json: where it ran
 
     def lines(self) -> list[str]:
         done = f"{self.stage}: {self.inputs} input(s) -> {self.outputs} output(s), " \
@@ -476,10 +478,16 @@ def run_stage(
 
     bar = _progress(len(jobs), stage, progress)
     # job list -> map (the engine; records come back in job order) -> records -> manifest
-    mapped = map_jobs(jobs, workers, process, out_root, stage, jpeg_quality)
+    engine = current_engine()
+    mapped = None
     stopped: OSError | None = None
     try:
         take(problems)
+        if engine.name != "local" and jobs:  # the same _run_one on another engine (maskprep.engines)
+            mapped = map_ordered(engine, _run_one, jobs, workers, _init_worker,
+                                 (process, out_root, stage, jpeg_quality))
+        else:
+            mapped = map_jobs(jobs, workers, process, out_root, stage, jpeg_quality)
         for records in mapped:
             take(records)
             bar.update(1)
@@ -489,7 +497,10 @@ def run_stage(
         stopped = exc
         summary.interrupted = True
     finally:
-        mapped.close()   # stops the workers whatever ended the loop
+        if mapped is not None:
+            mapped.close()   # stops the workers whatever ended the loop
+            if isinstance(mapped, EngineMap):
+                summary.engine = mapped.info()
         bar.close()
         for step in (writer.close, lambda: remove_stale_temp_files(out_root)):
             try:
@@ -642,7 +653,7 @@ def _write_run_info(out_root: Path, stage: str, input_dir: Path, params: Mapping
     if summary is not None:
         info.update(inputs=summary.inputs, outputs=summary.outputs, skipped=summary.skipped,
                     failed=summary.failed, resumed=summary.resumed, reasons=dict(summary.reasons),
-                    seconds=round(summary.seconds, 3))
+                    seconds=round(summary.seconds, 3), engine=summary.engine)
     # backslashreplace: a non-UTF-8 path (surrogate escapes) is written as the JSON escape \\udcXX,
     # which reads back as the same string.
     text = json.dumps(info, indent=2, default=str, ensure_ascii=False)

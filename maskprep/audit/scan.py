@@ -149,6 +149,7 @@ def scan_items(items: Sequence[Item], workers: int | None = None, identity: bool
     descriptors (about 0.5-1.5 s per photo on one core)."""
     from tqdm import tqdm
 
+    from maskprep.engines import current_engine, map_ordered
     from maskprep.runner import WORKER_DIED, default_workers, ordered_map
 
     jobs = [(i.path, i.rel, i.split or NO_SPLIT, i.label) for i in items]
@@ -156,8 +157,13 @@ def scan_items(items: Sequence[Item], workers: int | None = None, identity: bool
     bar = tqdm(total=len(jobs), desc=desc + (" + faces" if identity else ""), unit="img",
                file=sys.stderr, disable=progress is False, dynamic_ncols=True, mininterval=0.5)
     entries: list[FileEntry] = []
+    engine = current_engine()
     try:
-        if workers == 1 or len(jobs) < 8:
+        if engine.name != "local" and jobs:  # the same per-file scan on another engine (maskprep.engines)
+            for entry in map_ordered(engine, _scan_job, jobs, workers, _init_worker, (identity,)):
+                entries.append(entry)
+                bar.update(1)
+        elif workers == 1 or len(jobs) < 8:
             _WORKER["identity"] = identity
             for job in jobs:
                 entries.append(_scan_job(job))

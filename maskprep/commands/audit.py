@@ -10,7 +10,7 @@ from maskprep.audit.balance import DEFAULT_MAX_IMBALANCE
 from maskprep.audit.duplicates import DEFAULT_NEAR_THRESHOLD
 from maskprep.audit.files import DEFAULT_MAX_ASPECT, DEFAULT_MIN_SIDE
 from maskprep.audit.manager import FAIL_CONDITIONS
-from maskprep.cli import InputError, friendly_errors
+from maskprep.cli import InputError, engine_options, engine_spec, friendly_errors
 from maskprep.images import IMAGE_EXTENSIONS
 from maskprep.runner import default_workers
 
@@ -54,6 +54,7 @@ def _parse_fail_on(ctx: click.Context, param: click.Parameter, value: str | None
               help=f"Processes that read and hash images (default: all cores, here {default_workers()}).")
 @click.option("--overwrite", is_flag=True, help="Replace existing --json/--html files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@engine_options
 @friendly_errors
 def command(data: Path, json_path: Path | None, html_path: Path | None, fail_on: list[str], identity: bool,
             near_threshold: int, min_side: int, max_aspect: float, max_imbalance: float, workers: int,
@@ -81,6 +82,7 @@ def command(data: Path, json_path: Path | None, html_path: Path | None, fail_on:
     2 usage error (missing folder, bad option).
     """
     from maskprep.audit import audit, summary_lines, write_html, write_json
+    from maskprep.engines import use_engine
 
     if not data.is_dir():
         raise InputError(f"{data}: no such folder")
@@ -88,9 +90,10 @@ def command(data: Path, json_path: Path | None, html_path: Path | None, fail_on:
     for option, path in (("--json", json_path), ("--html", html_path)):
         if path is not None:   # checked before the audit runs, not after it
             check_report_path(path, option, reads=[data], replace=overwrite)
-    report = audit(data, near_threshold=near_threshold, identity=identity, workers=workers or None,
-                   progress=False if quiet else None, min_side=min_side, max_aspect=max_aspect,
-                   max_imbalance=max_imbalance)
+    with use_engine(engine_spec()):  # the reading and hashing pass runs on the chosen engine
+        report = audit(data, near_threshold=near_threshold, identity=identity, workers=workers or None,
+                       progress=False if quiet else None, min_side=min_side, max_aspect=max_aspect,
+                       max_imbalance=max_imbalance)
     if not report.dataset.entries:
         raise InputError(f"{data}: no images found (looked for {' '.join(sorted(IMAGE_EXTENSIONS))})")
     for line in summary_lines(report):
