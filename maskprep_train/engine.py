@@ -341,9 +341,9 @@ def _readable_training_files(ds: Any, say: Callable[[str], None]) -> dict[str, i
     # Folders that cannot be read (and dangling links, FIFOs) are not in the dataset at all: say so.
     unlisted = scan_images(ds.root)[1]
     if unlisted:
+        shown = ", ".join(f"{os.path.relpath(u.path, ds.root)} ({u.reason})" for u in unlisted[:5])
         say(f"skipped {len(unlisted)} unreadable entr{'y' if len(unlisted) == 1 else 'ies'} under "
-            f"{ds.root}: " + ", ".join(f"{os.path.relpath(u.path, ds.root)} ({u.reason})" for u in unlisted[:5])
-            + (", ..." if len(unlisted) > 5 else ""))
+            f"{ds.root}: {shown}" + (", ..." if len(unlisted) > 5 else ""))
     kept, reasons = [], Counter()
     for sample in ds.splits.get("train", []):
         try:

@@ -68,7 +68,9 @@ def _make_sandbox(root: Path, identities: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # 17 commands, 3 trainings and two dlib passes: 9 min measured at load 15 on 2 cores
+# A hang guard, not a speed limit: the README's commands (3 trainings, two dlib passes) take minutes on
+# a quiet 2-core machine and passed 600 s (the suite's default guard) under a load average of 14.
+@pytest.mark.timeout(2400)
 def test_every_readme_command_runs_on_real_photos(tmp_path: Path, identities: Path) -> None:
     _make_sandbox(tmp_path, identities)
     env = dict(os.environ, TORCH_HOME=str(tmp_path / "torch_home"), OMP_NUM_THREADS="1")

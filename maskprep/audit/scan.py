@@ -172,7 +172,8 @@ def scan_items(items: Sequence[Item], workers: int | None = None, identity: bool
             # ordered_map, not a multiprocessing.Pool: a worker killed by the OOM killer is noticed.
             def lost(job: tuple) -> FileEntry:
                 return FileEntry(rel=job[1], split=job[2], label=job[3], error=WORKER_DIED)
-            for entry in ordered_map(_scan_job, jobs, min(workers, len(jobs)), _init_worker, (identity,), lost):
+            for entry in ordered_map(_scan_job, jobs, min(workers, len(jobs)), _init_worker,
+                                     (identity,), lost):
                 entries.append(entry)
                 bar.update(1)
     finally:
