@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
+from maskprep.audit.geometry import AlignData, align_data
 from maskprep.audit.hashing import ImageHashes, hashes_of_prepared, prepare
 from maskprep.images import ImageReadError, decode_image, list_images
 from maskprep.layout import split_name, split_of
@@ -44,6 +45,7 @@ class FileEntry:
     grayscale: bool = False
     hashes: ImageHashes | None = None
     thumb: np.ndarray | None = None
+    align: AlignData | None = None    # masked copies under augmentation (maskprep.audit.geometry)
     error: str = ""
     detail: str = ""
     faces: np.ndarray | None = None   # (k, 128) dlib descriptors when the identity check ran
@@ -210,6 +212,7 @@ def scan_file(path: Path, rel: str, split: str, label: str, identity: bool = Fal
     prepared = prepare(image)
     entry.hashes = hashes_of_prepared(prepared)
     entry.thumb = thumbnail(image, prepared=prepared)
+    entry.align = align_data(prepared)
     if identity:
         from maskprep.audit.identity import face_descriptors
         try:
