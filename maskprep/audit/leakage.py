@@ -181,16 +181,24 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
     for g, kind in zip(dups.exact_groups, dups.exact_kind):
         if _spans(entries, g):
             exact_across.setdefault(linked.find(g[0]), kind)
+    split_of = {e.rel: e.split for e in entries}
+    # Which files of a chain are the same pixels, and which pairs are near: the page shows why.
+    same_in: dict[int, list[list[str]]] = defaultdict(list)
+    for g in [*dups.exact_groups, *dups.recorded_exact]:
+        same_in[linked.find(g[0])].append(sorted(entries[k].rel for k in g))
+    near_in: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for p in [*dups.near_pairs, *dups.recorded_near]:
+        near_in[linked.find(p.a)].append(p.as_dict(entries))
     for group in linked.groups():
         if not _spans(entries, group):
             continue
+        same, near = same_in[linked.find(group[0])], near_in[linked.find(group[0])]
         if linked.find(group[0]) in exact_across:
-            findings.append(_finding(entries, "exact", group, how=exact_across[linked.find(group[0])]))
+            findings.append(_finding(entries, "exact", group, how=exact_across[linked.find(group[0])],
+                                     same_pixels=same, pairs=near))
             continue
-        members = set(group)
-        cross = [p.as_dict(entries) for p in dups.near_pairs
-                 if p.a in members and entries[p.a].split != entries[p.b].split]
-        findings.append(_finding(entries, "near", group, pairs=cross))
+        cross = [p for p in near if split_of[p["a"]] != split_of[p["b"]]]
+        findings.append(_finding(entries, "near", group, pairs=cross, same_pixels=same))
     findings.extend(variant_leaks(dataset))
     # Masked copies: pixels only, so they are found without any manifest.
     # Several masked copies of one training photo make one finding.
