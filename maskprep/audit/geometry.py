@@ -115,7 +115,8 @@ def align_data(prepared: np.ndarray) -> AlignData:
 
 
 def candidate_pairs(data: list[AlignData], splits: list[str], min_similarity: float = CANDIDATE_SIMILARITY,
-                    per_file: int = CANDIDATES_PER_FILE, block: int = 256) -> dict[tuple[int, int], tuple[float, int]]:
+                    per_file: int = CANDIDATES_PER_FILE, block: int = 256
+                    ) -> dict[tuple[int, int], tuple[float, int]]:
     """Cross-split ``{(i, j): (similarity, grid index)}``, ``i`` the query whose grid variant matched.
 
     Each file keeps its ``per_file`` best partners in other splits above ``min_similarity``."""
@@ -210,7 +211,10 @@ def confirm_pair(features: FeatureCache, i: int, j: int, mirrored: bool,
     if n < min_inliers or n < MIN_INLIER_SHARE * len(good) or not plausible:
         return None
     view_a = np.ascontiguousarray(va[:, ::-1]) if mirrored else va
-    ncc = aligned_correlation(view_a, vb, matrix)
+    # Compared in both frames: the mask area sits where MASK_REGION says in the frame of the face that
+    # was masked, and a little off it in the other one.
+    ncc = max(aligned_correlation(view_a, vb, matrix),
+              aligned_correlation(vb, view_a, cv2.invertAffineTransform(matrix)))
     # Tight face crops of two people, aligned alike, share 15-25 feature matches and correlate up to
     # ~0.85 outside the mask: a copy needs a high correlation, or a lower one with many more matches.
     strong = n >= STRONG_INLIERS and n >= STRONG_INLIER_SHARE * len(good)

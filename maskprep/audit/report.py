@@ -196,16 +196,19 @@ def _why(g: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 _TEMPLATE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>maskprep audit</title><style>{{ css }}</style></head><body>
+<html><head><meta charset="utf-8"><title>maskprep audit</title><style>{{ css|safe }}</style></head><body>
 <h1>maskprep audit of {{ d.root }}</h1>
-<p>{{ c.files }} files ({{ c.readable }} readable), layout <b>{{ d.layout }}</b>, splits {{ d.splits|join(", ") }},
-classes {{ d.classes|map("cls")|join(", ") or "(none)" }}; {{ "%.1f"|format(d.seconds) }} s. Conditions that hold:
+<p>{{ c.files }} files ({{ c.readable }} readable), layout <b>{{ d.layout }}</b>,
+splits {{ d.splits|join(", ") }}, classes {{ d.classes|map("cls")|join(", ") or "(none)" }};
+{{ "%.1f"|format(d.seconds) }} s. Conditions that hold:
 {% if held %}<span class="bad">{{ held|join(", ") }}</span>{% else %}<span class="ok">none</span>{% endif %}</p>
-<table>{% for title, n in rows %}<tr><th class="l">{{ title }}</th><td class="{{ 'bad' if n else 'ok' }}">{{ n }}</td></tr>{% endfor %}
+<table>{% for title, n in rows %}
+<tr><th class="l">{{ title }}</th><td class="{{ 'bad' if n else 'ok' }}">{{ n }}</td></tr>{% endfor %}
 <tr><th class="l">Recorded variants (not findings)</th><td>{{ c.recorded_variants }}</td></tr></table>
 <details open><summary><h2>Class balance</h2></summary>
 <table><tr><th class="l">split</th>{% for x in b.classes %}<th>{{ x|cls }}</th>{% endfor %}<th>ratio</th></tr>
-{% for s in b.splits %}<tr><td class="l">{{ s }}</td>{% for x in b.classes %}<td>{{ b.counts[s][x] }} ({{ "%.0f"|format(b.shares[s][x] * 100) }}%)</td>{% endfor %}
+{% for s in b.splits %}<tr><td class="l">{{ s }}</td>
+{% for x in b.classes %}<td>{{ b.counts[s][x] }} ({{ "%.0f"|format(b.shares[s][x] * 100) }}%)</td>{% endfor %}
 <td class="{{ 'bad' if s in flagged else '' }}">{{ ratio(b.ratio[s]) }}</td></tr>{% endfor %}</table>
 <p>Suggested class weights (n / (k * count), from {{ b.class_weights_from }}):
 {% for k, v in b.class_weights.items() %}{{ k|cls }} {{ "%g"|format(v) }}{{ ", " if not loop.last }}{% endfor %}</p>
@@ -216,15 +219,20 @@ classes {{ d.classes|map("cls")|join(", ") or "(none)" }}; {{ "%.1f"|format(d.se
 {% if sec.note %}<p>{{ sec.note }}</p>{% endif %}
 {% if not sec.groups and not sec.note %}<p class="ok">None found.</p>{% endif %}
 {% for g in sec.groups %}<div class="group"><div class="head">{{ g.head }}</div>
-{% if g.why %}<ul class="why">{% for a, bb, why in g.why %}<li><b>{{ why }}</b>: {{ a }}{% if bb %} &harr; {{ bb }}{% endif %}</li>{% endfor %}</ul>{% endif %}
-<div class="row">{% for f in g.figures %}<figure>{% if f.uri %}<img src="{{ f.uri }}" alt="{{ f.rel }}">{% else %}<div class="missing">unreadable</div>{% endif %}
-<figcaption><span class="split {{ f.split }}">{{ f.split }}</span>{{ f.rel }}{{ f.size }}</figcaption></figure>{% endfor %}
+{% if g.why %}<ul class="why">{% for a, bb, why in g.why %}
+<li><b>{{ why }}</b>: {{ a }}{% if bb %} &harr; {{ bb }}{% endif %}</li>{% endfor %}</ul>{% endif %}
+<div class="row">{% for fig in g.figures %}<figure>
+{% if fig.uri %}<img src="{{ fig.uri }}" alt="{{ fig.rel }}">{% else %}<div class="missing">unreadable</div>{% endif %}
+<figcaption><span class="split {{ fig.split }}">{{ fig.split }}</span>{{ fig.rel }}{{ fig.size }}</figcaption>
+</figure>{% endfor %}
 {% if g.more > 0 %}<p>... and {{ g.more }} more</p>{% endif %}</div></div>{% endfor %}
-{% if sec.total > sec.groups|length %}<p>... {{ sec.total - sec.groups|length }} more groups in the JSON report.</p>{% endif %}
+{% if sec.total > sec.groups|length %}
+<p>... {{ sec.total - sec.groups|length }} more groups in the JSON report.</p>{% endif %}
 </details>{% endfor %}
 <details {{ "open" if f.unreadable }}><summary><h2>Unreadable files ({{ f.unreadable|length }})</h2></summary>
 {% if f.unreadable %}<table><tr><th class="l">file</th><th class="l">reason</th></tr>
-{% for x in f.unreadable[:1000] %}<tr><td class="l">{{ x.path }}</td><td class="l">{{ x.reason }}</td></tr>{% endfor %}</table>
+{% for x in f.unreadable[:1000] %}
+<tr><td class="l">{{ x.path }}</td><td class="l">{{ x.reason }}</td></tr>{% endfor %}</table>
 {% else %}<p class="ok">None.</p>{% endif %}</details>
 </body></html>
 """
