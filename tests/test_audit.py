@@ -630,6 +630,7 @@ def test_pipeline_output_passes_fail_on_duplicates_until_an_unrecorded_copy_is_a
     ok = runner.invoke(cli, ["audit", str(tree), "-q", "-j", "1", "--fail-on", "duplicates",
                              "--json", str(tmp_path / "a.json")])
     assert ok.exit_code == 0, ok.output
+    assert re.search(r"[1-9]\d* recorded variants", ok.output), ok.output
     doc = json.loads((tmp_path / "a.json").read_text())
     assert doc["counts"]["recorded_variants"] > 0     # augment's flips and blurs are shown, not flagged
     assert doc["duplicates"]["exact"] == [] and doc["duplicates"]["near"] == []

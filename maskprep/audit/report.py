@@ -79,7 +79,8 @@ def summary_lines(report: "AuditReport", max_listed: int = 10) -> list[str]:
     lines.append(f"  duplicates: {len(dup['exact'])} exact groups "
                  f"({sum(len(g['files']) for g in dup['exact'])} files), {len(dup['near'])} near groups "
                  f"({sum(len(g['files']) for g in dup['near'])} files, pHash and dHash <= "
-                 f"{d['settings']['near_threshold']} bits, mirror-aware)")
+                 f"{d['settings']['near_threshold']} bits, mirror-aware); {c['recorded_variants']} recorded "
+                 f"variants (copies the manifests record in one split: not findings, see --html/--json)")
     if len(d["splits"]) < 2:
         lines.append(f"  leakage: {_single_split_text(d)}")
     else:
