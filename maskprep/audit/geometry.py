@@ -45,6 +45,8 @@ MIN_CORRELATION = 0.9         # aligned views outside the mask area
 MIN_CORRELATION_STRONG = 0.7  # ... when many matches fit the transform:
 STRONG_INLIERS = 30
 STRONG_INLIER_SHARE = 0.3
+WEAK_INLIERS = 20             # ... and with fewer matches than this, a correlation of at least
+MIN_CORRELATION_WEAK = 0.95   # (look-alike crops of two people reached 0.90-0.94 with 15-19 matches)
 SCALE_RANGE = (0.7, 1.45)
 
 
@@ -219,6 +221,8 @@ def confirm_pair(features: FeatureCache, i: int, j: int, mirrored: bool,
     # ~0.85 outside the mask: a copy needs a high correlation, or a lower one with many more matches.
     strong = n >= STRONG_INLIERS and n >= STRONG_INLIER_SHARE * len(good)
     if ncc < MIN_CORRELATION and not (strong and ncc >= MIN_CORRELATION_STRONG):
+        return None
+    if n < WEAK_INLIERS and ncc < MIN_CORRELATION_WEAK:
         return None
     return {"mirrored": bool(mirrored), "rotation": round(-rotation, 1), "scale": round(1.0 / scale, 2),
             "inliers": n, "matches": len(good), "correlation": round(ncc, 3),
