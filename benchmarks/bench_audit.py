@@ -148,6 +148,119 @@ def bench_whole(src: Path, workers: int) -> None:
     assert single.to_dict()["duplicates"] == d["duplicates"], "result depends on --workers"
 
 
+def augment_photo(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Mirror (half), rotate +-20 deg, zoom 0.8-1.25 about a point near the centre, colour jitter, and
+    (a third) blur: the augmentations of issue 15."""
+    from maskprep.augment import color_jitter, gaussian_blur, rotate
+    t = {"mirror": bool(rng.random() < 0.5), "angle": round(float(rng.uniform(-20, 20)), 1),
+         "zoom": round(float(rng.uniform(0.8, 1.25)), 2)}
+    if t["mirror"]:
+        image = np.ascontiguousarray(image[:, ::-1])
+    image = rotate(image, t["angle"])
+    h, w = image.shape[:2]
+    z = t["zoom"]
+    cx, cy = w / 2 + rng.uniform(-0.04, 0.04) * w, h / 2 + rng.uniform(-0.04, 0.04) * h
+    matrix = np.float32([[z, 0, w / 2 - z * cx], [0, z, h / 2 - z * cy]])
+    image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    image = color_jitter(image, *(float(x) for x in rng.uniform(0.75, 1.25, 3)), float(rng.uniform(-0.05, 0.05)))
+    if rng.random() < 0.33:
+        image = gaussian_blur(image, 5, 1.2)
+    return image, t
+
+
+def old_audit_seconds(tree: Path, workers: int) -> float:
+    """Wall time of the audit as it was at commit b517bab, on the same tree, in this run."""
+    import subprocess
+    with tempfile.TemporaryDirectory() as old:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "b517bab", "maskprep"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+        code = ("import time,sys; from maskprep.audit import audit; t=time.perf_counter(); "
+                f"audit({str(tree)!r}, workers={workers}, progress=False); print(time.perf_counter()-t)")
+        env = dict(os.environ, PYTHONPATH=old)
+        out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+        return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_masked_copies(src: Path, count: int, workers: int, seed: int = 0) -> None:
+    """Issue 15's bar: real photos -> augmented -> masked by synth-masks -> placed in test."""
+    from maskprep.masks.synth import synth_masks
+    from maskprep.manifest import split_variant
+    print(f"\n== masked copies of augmented photos: {count} photos of {src.name}/without_mask, augmented "
+          f"(mirror, rotate +-20, zoom 0.8-1.25, jitter, some blur, JPEG), masked by synth-masks, in test")
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        photos = list_images(src / "without_mask")
+        pick = rng.choice(len(photos), min(count, len(photos)), replace=False)
+        for k in pick:
+            p = photos[int(k)]
+            (tmp / "tree" / "train" / "without_mask").mkdir(parents=True, exist_ok=True)
+            os.symlink(p, tmp / "tree" / "train" / "without_mask" / p.name)
+            aug, _ = augment_photo(read_image(p), rng)
+            write_image(tmp / "aug" / "faces" / f"{p.stem}.jpg", aug, jpeg_quality=int(rng.integers(70, 95)))
+        others = [p for p in list_images(src / "with_mask")][:count]
+        for p in others:  # real masked photos of other people in test: where false pairs would come from
+            (tmp / "tree" / "test" / "with_mask").mkdir(parents=True, exist_ok=True)
+            os.symlink(p, tmp / "tree" / "test" / "with_mask" / p.name)
+        summary, t_synth = timed(synth_masks, tmp / "aug", tmp / "masked", types="surgical,cloth,kf94,n95",
+                                 assume_crop=True, workers=workers, progress=False)
+        planted = {}
+        by_stem: dict[str, list[Path]] = {}
+        for p in list_images(tmp / "masked"):
+            by_stem.setdefault(split_variant(p.name)[0], []).append(p)
+        for stem, outs in sorted(by_stem.items()):
+            out = outs[int(rng.integers(len(outs)))]          # one mask type per photo
+            name = f"planted_{len(planted):04d}.jpg"          # an anonymous name, no manifest
+            (tmp / "tree" / "test" / "with_mask" / name).write_bytes(out.read_bytes())
+            original = next(x.name for x in (tmp / "tree" / "train" / "without_mask").iterdir()
+                            if split_variant(x.name)[0] == stem)
+            planted[f"test/with_mask/{name}"] = f"train/without_mask/{original}"
+        print(f"  synth-masks: {summary.outputs} masked copies in {t_synth:.0f} s ({summary.skipped} photos "
+              f"skipped: {dict(summary.reasons)}); {len(planted)} planted")
+        tree = tmp / "tree"
+        report, seconds = timed(audit, tree, workers=workers, progress=False)
+        old = old_audit_seconds(tree, workers)
+        pairs = {frozenset((p["a"], p["b"])) for f in report.leakage if f["kind"] == "masked_copy"
+                 for p in f["pairs"]}
+        found = sum(frozenset(x) in pairs for x in planted.items())
+        false = sum(1 for x in pairs if x not in {frozenset(y) for y in planted.items()})
+        n = len(report.dataset.entries)
+        print(f"  found {found}/{len(planted)} = {found / max(1, len(planted)):.1%} (bar >= 95 %) -> "
+              f"{'PASS' if found >= 0.95 * len(planted) else 'SHORT'}; other masked-copy pairs: {false}")
+        print(f"  audit {seconds:.1f} s vs the b517bab audit {old:.1f} s on the same tree: {seconds / old:.2f}x "
+              f"(bar <= 2x) -> {'PASS' if seconds <= 2 * old else 'OVER'}")
+
+
+def bench_false_pairs(src: Path, workers: int, seed: int = 0) -> None:
+    """Cross-split masked-copy pairs on a random 80/20 split of chandrikadeb7 (bar: <= 0.5 % of the files).
+    Every pair counts as false here, though the sample holds real copies (its augmented_image_* files)."""
+    print(f"\n== random 80/20 split of {src.name}: cross-split masked-copy pairs")
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for p in list_images(src):
+            rel = p.relative_to(src)
+            split = "test" if rng.random() < 0.2 else "train"
+            (tmp / split / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(p, tmp / split / rel)
+        report, seconds = timed(audit, tmp, workers=workers, progress=False)
+        old = old_audit_seconds(tmp, workers)
+        pairs = [p for f in report.leakage if f["kind"] == "masked_copy" for p in f["pairs"]]
+        n = len(report.dataset.entries)
+        # The sample holds real copies (augmented_image_* of other files, one photo with two printed
+        # masks): aligned views that correlate >= 0.95 are the same picture; the rest is the upper bound.
+        same = [p for p in pairs if p["transform"].get("correlation", 0) >= 0.95]
+        print(f"  {len(pairs)} masked-copy pairs over {n} files = {len(pairs) / n:.2%} (bar <= 0.5 %) -> "
+              f"{'PASS' if len(pairs) <= 0.005 * n else 'OVER'} (by features: "
+              f"{sum(p['transform']['method'] == 'features' for p in pairs)}; of them {len(same)} with aligned "
+              f"correlation >= 0.95, the same picture; without those {(len(pairs) - len(same)) / n:.2%})")
+        for p in pairs:
+            print(f"    {p['a']} <-> {p['b']}: {p['agreement']} {p['transform']}")
+        print(f"  audit {seconds:.1f} s vs the b517bab audit {old:.1f} s: {seconds / old:.2f}x (bar <= 2x) -> "
+              f"{'PASS' if seconds <= 2 * old else 'OVER'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -156,11 +269,17 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=4000, help="hashes for the O(n^2) baseline loop")
     ap.add_argument("--planted", type=int, default=200)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--masked", type=int, default=200, help="photos augmented and masked (issue 15 bar)")
+    ap.add_argument("--only-masked", action="store_true", help="run only the issue 15 masked-copy benchmarks")
     args = ap.parse_args()
     src = (args.data / "masks" / "chandrikadeb7").resolve()
     if not src.is_dir():
         sys.exit(f"shared data not found at {src}: pass --data")
     print(f"maskprep audit benchmark; {os.cpu_count()} cores; numpy {np.__version__}, OpenCV {cv2.__version__}")
+    bench_masked_copies(src, args.masked, args.workers)
+    bench_false_pairs(src, args.workers)
+    if args.only_masked:
+        return
     bench_hashing(list_images(src)[:300])
     bench_pairs(args.pairs, args.threshold, args.sample)
     bench_recall(src, args.planted, args.workers)

@@ -18,7 +18,7 @@ from maskprep.audit.hashing import compute_hashes, hamming
 from maskprep.audit.pairs import brute_pairs, flip_aware_pairs, hamming_pairs, mih_pairs
 from maskprep.cli import cli
 from maskprep.images import ImageReadError, decode_image, encode_image, list_images, read_image, write_image
-from maskprep.manifest import ManifestWriter, Record
+from maskprep.manifest import ManifestWriter, Record, read_manifest, split_variant
 
 OBAMA_NEAR = {f"barack_obama/obama-{r}.jpg" for r in ("240p", "480p", "720p", "1080p")}
 
@@ -520,3 +520,122 @@ def test_summary_of_a_tree_with_a_train_folder_only_does_not_say_it_has_none(ide
     from maskprep.audit.report import render_html
     page = render_html(report)   # the page says why it has no leakage list, as the summary does
     assert "Leakage across splits" in page and "only train/" in page
+
+
+# ---------------------------------------------------------------------------------------------- issue 15
+
+def _augment(image: np.ndarray, mirror: bool, angle: float, zoom: float, jitter: float) -> np.ndarray:
+    """Mirror, rotate about the centre, zoom (>1 crops in, <1 zooms out) and shift the colours."""
+    from maskprep.augment import color_jitter, rotate
+    if mirror:
+        image = np.ascontiguousarray(image[:, ::-1])
+    image = rotate(image, angle)
+    h, w = image.shape[:2]
+    matrix = np.float32([[zoom, 0, (1 - zoom) * w / 2], [0, zoom, (1 - zoom) * h / 2]])
+    image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return color_jitter(image, jitter, 2 - jitter, 1.1, 0.02)
+
+
+def test_masked_copies_of_augmented_photos_are_leakage_with_their_transform(identities, masks_data, tmp_path):
+    """The synth-masks stage masks mirrored / rotated / zoomed / jittered copies of training photos; the
+    copies, renamed and without a manifest, go to test: each is found, with the transform."""
+    synth = pytest.importorskip("maskprep.masks.synth")
+    faces = masks_data / "chandrikadeb7" / "without_mask"
+    names = ["0_0_aidai_0014.jpg", "0_0_anhu_0020.jpg", "0_0_caizhuoyan_0068.jpg"]
+    plans = [(True, 14.0, 1.2, 0.8), (False, -17.0, 0.85, 1.2), (True, 8.0, 1.0, 1.15)]
+    data = tmp_path / "data"
+    aug = tmp_path / "aug" / "faces"
+    for name, plan in zip(names, plans):
+        _copy(faces / name, data / "train" / "without_mask" / name)
+        write_image(aug / name, _augment(read_image(faces / name), *plan), jpeg_quality=85)
+    for p in list_images(masks_data / "chandrikadeb7" / "without_mask")[40:52]:  # other people, test
+        _copy(p, data / "test" / "without_mask" / p.name)
+    synth.synth_masks(tmp_path / "aug", tmp_path / "masked", types="surgical", assume_crop=True, workers=1,
+                      progress=False)
+    outputs = list_images(tmp_path / "masked")
+    assert len(outputs) == 3
+    planted = {}
+    for k, p in enumerate(outputs):
+        _copy(p, data / "test" / "with_mask" / f"m{k}.jpg")
+        planted[f"test/with_mask/m{k}.jpg"] = f"train/without_mask/{split_variant(p.name)[0]}.jpg"
+    report = audit(data, workers=1, progress=False)
+    pairs = {(p["a"], p["b"]): p for f in report.leakage if f["kind"] == "masked_copy" for p in f["pairs"]}
+    found = {frozenset(k) for k in pairs}
+    for copy, original in planted.items():
+        assert frozenset((copy, original)) in found, (copy, sorted(found))
+    # nothing else is called a masked copy: the other test photos are other people
+    extra = found - {frozenset(x) for x in planted.items()}
+    assert not extra, [pairs.get(tuple(x)) or pairs.get(tuple(x)[::-1]) for x in extra]
+    plan = dict(zip(names, plans))
+    for (a, b), p in pairs.items():
+        original = a if a.startswith("train/") else b
+        mirror, angle, zoom, _ = plan[Path(original).name]
+        t = p["transform"]
+        assert t["mirrored"] is mirror
+        if t["method"] == "features":
+            assert abs(abs(t["rotation"]) - abs(angle)) < 4, t
+    page = write_html(report, tmp_path / "a.html").read_text()
+    assert "masked copy: agreement" in page and "<details" in page
+
+
+def test_class_folder_names_are_escaped_in_the_html(identities, tmp_path):
+    """A class folder named like a script cannot run in the page (hardening issue 16, item 5)."""
+    data = tmp_path / "data"
+    hostile = ["<script>alert(1)", "<img src=x onerror=alert(2)>"]
+    _copy(identities / "joe_biden" / "biden.jpg", data / "train" / hostile[0] / "a.jpg")
+    _copy(identities / "joe_biden" / "biden.jpg", data / "test" / hostile[0] / "b.jpg")
+    _copy(identities / "rose_leslie" / "img1.jpg", data / "train" / hostile[1] / "c.jpg")
+    report = audit(data, workers=1, progress=False)
+    assert set(report.dataset.labels) == set(hostile)
+    page = write_html(report, tmp_path / "a.html").read_text()
+    assert "<script" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)" in page and "&lt;img src=x onerror=alert(2)&gt;" in page
+    assert page.count("<img ") == page.count('<img src="data:image/jpeg;base64,')
+    assert "details>summary{" in page  # our own style sheet is not escaped
+
+
+def _manifest_tree(tmp_path: Path, identities: Path) -> Path:
+    """The README pipeline, lean: detect -> synth-masks -> a labelled tree whose manifest names each file's
+    origin -> augment. Returns the augmented tree."""
+    from maskprep.faces import detect_tree
+    from maskprep.masks.synth import synth_masks
+    from maskprep.augment import augment_tree
+    photos = tmp_path / "photos"
+    for rel in ("barack_obama/obama.jpg", "joe_biden/biden.jpg", "kit_harington/john1.jpeg",
+                "rose_leslie/img1.jpg"):
+        _copy(identities / rel, photos / rel.replace("/", "_"))
+    detect_tree(photos, tmp_path / "faces", workers=1, progress=False)
+    synth_masks(tmp_path / "faces", tmp_path / "masked", types="surgical,cloth", workers=1, progress=False)
+    data = tmp_path / "data"
+    records = []
+    for stage_dir, label in (("faces", "without_mask"), ("masked", "with_mask")):
+        for rec in read_manifest(tmp_path / stage_dir):
+            if rec.status != "ok" or not rec.output:
+                continue
+            split = "test" if rec.origin.startswith("rose") else "train"
+            rel = f"{split}/{label}/{Path(rec.output).name}"
+            _copy(tmp_path / stage_dir / rec.output, data / rel)
+            records.append(Record(stage="dataset", source=rec.output, status="ok", output=rel, origin=rec.origin))
+    with ManifestWriter(data / "manifest.jsonl") as w:
+        w.write(records)
+    augment_tree(data, tmp_path / "augmented", flip=True, blur=True, color_jitter=True, workers=1,
+                 progress=False)
+    return tmp_path / "augmented"
+
+
+@pytest.mark.slow  # detect + synth + augment on 4 photos: 10-30 s
+def test_pipeline_output_passes_fail_on_duplicates_until_an_unrecorded_copy_is_added(identities, tmp_path):
+    tree = _manifest_tree(tmp_path, identities)
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["audit", str(tree), "-q", "-j", "1", "--fail-on", "duplicates",
+                             "--json", str(tmp_path / "a.json")])
+    assert ok.exit_code == 0, ok.output
+    assert re.search(r"[1-9]\d* recorded variants", ok.output), ok.output
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert doc["counts"]["recorded_variants"] > 0     # augment's flips and blurs are shown, not flagged
+    assert doc["duplicates"]["exact"] == [] and doc["duplicates"]["near"] == []
+    # an unrecorded copy of a training crop, in the same split, is a finding again
+    crop = sorted((tree / "train" / "without_mask").glob("*obama*__face1.jpg"))[0]
+    shutil.copyfile(crop, crop.with_name("copy_of_a_crop.jpg"))
+    fail = runner.invoke(cli, ["audit", str(tree), "-q", "-j", "1", "--fail-on", "duplicates"])
+    assert fail.exit_code == 1, fail.output

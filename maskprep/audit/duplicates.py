@@ -4,6 +4,9 @@ Exact: the same decoded pixels, whatever the file bytes (a PNG saved from a JPEG
 decoded by different JPEG decoders differ by a level or two here and there, so same-size pairs whose
 hashes agree are also compared pixel by pixel and grouped when they differ only by decoding noise.
 Near: pHash and dHash both within ``near_threshold`` bits, directly or as mirror images.
+Recorded variants: copies that the manifests of earlier stages record as variants of one origin in one
+split (augment's flip and blur of a photo, a masked copy of it) are what the pipeline meant to make;
+:func:`separate_recorded` moves them out of the findings into ``recorded_*``, shown on request.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from maskprep.audit.pairs import flip_aware_pairs
-from maskprep.audit.scan import FileEntry
+from maskprep.audit.scan import FileEntry, source_key
 from maskprep.images import ImageReadError, read_image
 
 # Bits of 64, for pHash and dHash alike. Measured on the shared face crops: half-size and JPEG q50 copies
@@ -79,6 +82,10 @@ class Duplicates:
     exact_kind: list[str] = field(default_factory=list)
     near_pairs: list[NearPair] = field(default_factory=list)
     near_groups: list[list[int]] = field(default_factory=list)
+    # Recorded variants (see separate_recorded): not findings, but still copies (leakage chains them).
+    recorded_exact: list[list[int]] = field(default_factory=list)
+    recorded_exact_kind: list[str] = field(default_factory=list)
+    recorded_near: list[NearPair] = field(default_factory=list)
 
 
 def _u64(values: list[int]) -> np.ndarray:
@@ -172,18 +179,86 @@ def find_duplicates(entries: Sequence[FileEntry], root: str | Path,
         result.exact_kind.append(kind)
     # Near groups: pairs that are not two copies of one exact group, chained.
     result.near_pairs = [pr for pr in pairs if exact.find(pr.a) != exact.find(pr.b)]
-    # Near groups: files chained by near pairs, with the exact twins of every member (the search ran on
-    # one file per set of identical pixels).
+    result.near_groups = _near_groups(n, result.near_pairs, result.exact_groups)
+    return result
+
+
+def _near_groups(n: int, pairs: Sequence[NearPair], exact_groups: Sequence[list[int]]) -> list[list[int]]:
+    """Files chained by near pairs, with the exact twins of every member (the search ran on one file
+    per set of identical pixels)."""
     near = UnionFind(n)
-    for pr in result.near_pairs:
+    for pr in pairs:
         near.union(pr.a, pr.b)
-    touched = {k for pr in result.near_pairs for k in (pr.a, pr.b)}
-    for group in result.exact_groups:
+    touched = {k for pr in pairs for k in (pr.a, pr.b)}
+    for group in exact_groups:
         if touched.intersection(group):
             for k in group[1:]:
                 near.union(group[0], k)
-    result.near_groups = [g for g in near.groups() if touched.intersection(g)]
-    return result
+    return [g for g in near.groups() if touched.intersection(g)]
+
+
+def recorded_origin(entry: FileEntry, origins: dict[str, str]) -> tuple[str, str] | None:
+    """``(split, origin key)`` when a manifest records the file, else None (its name alone is no record)."""
+    if entry.rel not in origins:
+        return None
+    return entry.split, source_key(entry.rel, origins)[0]
+
+
+def separate_recorded(entries: Sequence[FileEntry], dups: Duplicates, origins: dict[str, str]) -> Duplicates:
+    """Move exact groups and near pairs whose files the manifests record as variants of one origin in
+    one split into ``recorded_exact`` / ``recorded_near`` (in place; returns ``dups``).
+
+    A group with one unrecorded file, or files of two origins or two splits, stays a finding."""
+    if not origins:
+        return dups
+    key = [recorded_origin(e, origins) for e in entries]
+    groups, kinds = [], []
+    for group, kind in zip(dups.exact_groups, dups.exact_kind):
+        keys = {key[k] for k in group}
+        if len(keys) == 1 and None not in keys:
+            dups.recorded_exact.append(group)
+            dups.recorded_exact_kind.append(kind)
+        else:
+            groups.append(group)
+            kinds.append(kind)
+    dups.exact_groups, dups.exact_kind = groups, kinds
+    findings = []
+    for pr in dups.near_pairs:
+        if key[pr.a] is not None and key[pr.a] == key[pr.b]:
+            dups.recorded_near.append(pr)
+        else:
+            findings.append(pr)
+    dups.near_pairs = findings
+    dups.near_groups = _near_groups(len(entries), findings, dups.exact_groups)
+    return dups
+
+
+def recorded_variants(entries: Sequence[FileEntry], dups: Duplicates,
+                      origins: dict[str, str]) -> list[dict[str, Any]]:
+    """JSON-ready recorded variants, one entry per origin and split: its files, the same-pixels groups
+    and the near pairs (with distances) among them."""
+    by_origin: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def slot(k: int) -> dict[str, Any]:
+        split, source = recorded_origin(entries[k], origins) or (entries[k].split, "")
+        return by_origin.setdefault((split, source), {"source": source, "split": split, "files": set(),
+                                                      "exact": [], "pairs": []})
+
+    for group, kind in zip(dups.recorded_exact, dups.recorded_exact_kind):
+        s = slot(group[0])
+        s["files"].update(group)
+        s["exact"].append({"kind": kind, "files": [entries[k].rel for k in group]})
+    for pr in dups.recorded_near:
+        s = slot(pr.a)
+        s["files"].update((pr.a, pr.b))
+        s["pairs"].append(pr.as_dict(entries))
+    out = []
+    for (split, source), s in sorted(by_origin.items()):
+        files = sorted(s["files"], key=lambda k: entries[k].rel)
+        out.append({"source": source, "split": split, "files": [entries[k].rel for k in files],
+                    "classes": sorted({entries[k].label for k in files}), "exact": s["exact"],
+                    "pairs": s["pairs"]})
+    return out
 
 
 def duplicate_findings(entries: Sequence[FileEntry], dups: Duplicates) -> dict[str, list[dict[str, Any]]]:

@@ -8,8 +8,10 @@ reported as a finding with ``kind``:
 - ``variant``: copies of one source photo (from the manifests of earlier stages, or from the
   ``<stem>__<variant>`` file names) in two splits;
 - ``masked_copy``: the same photo with the lower face changed (a synthetic mask painted on a training
-  photo) in another split: found from pixels alone, by hashing the picture with its lower-central part
-  blanked, then checking that the thumbnails agree outside that part;
+  photo, or on a mirrored, rotated, zoomed or colour-shifted copy of it) in another split: found from
+  pixels alone, by hashing the picture with its lower-central part blanked and checking that the
+  thumbnails agree outside that part, and under augmentation by :mod:`maskprep.audit.geometry` (a grid
+  of inverse augmentations for candidates, a RANSAC-verified transform to confirm);
 - ``identity`` (opt-in): the same person in two different photos in two splits (dlib face
   descriptors closer than 0.6); copies of one photo are reported under the kinds above instead.
 """
@@ -22,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from maskprep.audit.duplicates import Duplicates, UnionFind
+from maskprep.audit.geometry import augmented_masked_copies
 from maskprep.audit.hashing import MASK_REGION
 from maskprep.audit.pairs import flip_aware_pairs, hamming_pairs
 from maskprep.audit.scan import THUMB_SIDE, Dataset, FileEntry
@@ -43,21 +46,41 @@ def _outside_mask() -> np.ndarray:
 
 def thumb_agreement(a: np.ndarray, b: np.ndarray, tolerance: int = 10) -> float:
     """Share of pixels outside the mask area where two thumbnails agree, the better of b and mirrored b."""
+    return _agreement(a, b, tolerance)[0]
+
+
+def _agreement(a: np.ndarray, b: np.ndarray, tolerance: int = 10) -> tuple[float, bool]:
+    """(agreement, mirrored): :func:`thumb_agreement` and whether mirrored b was the better."""
     keep = _outside_mask()
     a = a.astype(np.int16)
     b = b.astype(np.int16)
     direct = (np.abs(a - b)[keep] <= tolerance).mean()
     mirror = (np.abs(a - b[:, ::-1])[keep] <= tolerance).mean()
-    return float(max(direct, mirror))
+    return float(max(direct, mirror)), bool(mirror > direct)
 
 
 def masked_copy_pairs(entries: Sequence[FileEntry], linked: UnionFind,
                       hash_threshold: int = MASKED_HASH_THRESHOLD,
-                      min_agreement: float = MIN_AGREEMENT) -> list[tuple[int, int, float]]:
-    """Cross-split pairs ``(a, b, agreement)`` that are one photo outside the lower-central area.
+                      min_agreement: float = MIN_AGREEMENT) -> list[tuple[int, int, float, dict[str, Any]]]:
+    """Cross-split pairs ``(a, b, agreement, transform)`` that are one photo outside the lower face.
 
     ``linked`` joins files already known to be copies (exact/near), which are not reported again.
+    Pairs found on the thumbnails have ``transform`` ``{"method": "thumbnail", "mirrored"}`` and
+    ``agreement`` the share of agreeing thumbnail pixels; pairs found under augmentation
+    :func:`maskprep.audit.geometry.confirm_pair`'s transform with ``"method": "features"``.
     """
+    out = _thumbnail_masked_pairs(entries, linked, hash_threshold, min_agreement)
+    seen = {(a, b) for a, b, _, _ in out}
+    splits = [e.split for e in entries]
+    data = [e.align if e.ok else None for e in entries]
+    for a, b, agreement, transform in augmented_masked_copies(
+            data, splits, skip=lambda a, b: (min(a, b), max(a, b)) in seen or linked.find(a) == linked.find(b)):
+        out.append((a, b, agreement, {"method": "features", **transform}))
+    return sorted(out)
+
+
+def _thumbnail_masked_pairs(entries: Sequence[FileEntry], linked: UnionFind, hash_threshold: int,
+                            min_agreement: float) -> list[tuple[int, int, float, dict[str, Any]]]:
     idx = [k for k, e in enumerate(entries) if e.hashes is not None and e.thumb is not None]
     if len({entries[k].split for k in idx}) < 2:
         return []
@@ -76,9 +99,9 @@ def masked_copy_pairs(entries: Sequence[FileEntry], linked: UnionFind,
             continue
         if ea.thumb[keep].std() < _MIN_TEXTURE or eb.thumb[keep].std() < _MIN_TEXTURE:
             continue
-        agreement = thumb_agreement(ea.thumb, eb.thumb)
+        agreement, mirrored = _agreement(ea.thumb, eb.thumb)
         if agreement >= min_agreement:
-            out.append((idx[a], idx[b], round(agreement, 3)))
+            out.append((idx[a], idx[b], round(agreement, 3), {"method": "thumbnail", "mirrored": mirrored}))
     return out
 
 
@@ -139,10 +162,10 @@ def linked_copies(n: int, dups: Duplicates) -> UnionFind:
     """Copies of one picture among ``n`` files: exact groups and near pairs chained, so a near copy of
     a file's exact twin is in the same set."""
     linked = UnionFind(n)
-    for group in dups.exact_groups:
+    for group in [*dups.exact_groups, *dups.recorded_exact]:   # recorded variants are copies too
         for k in group[1:]:
             linked.union(group[0], k)
-    for pr in dups.near_pairs:
+    for pr in [*dups.near_pairs, *dups.recorded_near]:
         linked.union(pr.a, pr.b)
     return linked
 
@@ -162,32 +185,40 @@ def find_leakage(dataset: Dataset, dups: Duplicates,
     for g, kind in zip(dups.exact_groups, dups.exact_kind):
         if _spans(entries, g):
             exact_across.setdefault(linked.find(g[0]), kind)
+    split_of = {e.rel: e.split for e in entries}
+    # Which files of a chain are the same pixels, and which pairs are near: the page shows why.
+    same_in: dict[int, list[list[str]]] = defaultdict(list)
+    for g in [*dups.exact_groups, *dups.recorded_exact]:
+        same_in[linked.find(g[0])].append(sorted(entries[k].rel for k in g))
+    near_in: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for p in [*dups.near_pairs, *dups.recorded_near]:
+        near_in[linked.find(p.a)].append(p.as_dict(entries))
     for group in linked.groups():
         if not _spans(entries, group):
             continue
+        same, near = same_in[linked.find(group[0])], near_in[linked.find(group[0])]
         if linked.find(group[0]) in exact_across:
-            findings.append(_finding(entries, "exact", group, how=exact_across[linked.find(group[0])]))
+            findings.append(_finding(entries, "exact", group, how=exact_across[linked.find(group[0])],
+                                     same_pixels=same, pairs=near))
             continue
-        members = set(group)
-        cross = [p.as_dict(entries) for p in dups.near_pairs
-                 if p.a in members and entries[p.a].split != entries[p.b].split]
-        findings.append(_finding(entries, "near", group, pairs=cross))
+        cross = [p for p in near if split_of[p["a"]] != split_of[p["b"]]]
+        findings.append(_finding(entries, "near", group, pairs=cross, same_pixels=same))
     findings.extend(variant_leaks(dataset))
     # Masked copies: pixels only, so they are found without any manifest.
     # Several masked copies of one training photo make one finding.
     masked = masked_copy_pairs(entries, linked, masked_threshold)
     per_photo = UnionFind(len(entries))
-    for a, b, _ in masked:
+    for a, b, _, _ in masked:
         per_photo.union(a, b)
-    grouped: dict[int, list[tuple[int, int, float]]] = defaultdict(list)
-    for a, b, agreement in masked:
-        grouped[per_photo.find(a)].append((a, b, agreement))
+    grouped: dict[int, list[tuple[int, int, float, dict[str, Any]]]] = defaultdict(list)
+    for pair in masked:
+        grouped[per_photo.find(pair[0])].append(pair)
     for _, pairs in sorted(grouped.items()):
-        members = sorted({k for a, b, _ in pairs for k in (a, b)})
+        members = sorted({k for a, b, _, _ in pairs for k in (a, b)})
         findings.append(_finding(entries, "masked_copy", members,
-                                 agreement=min(ag for _, _, ag in pairs),
-                                 pairs=[{"a": entries[a].rel, "b": entries[b].rel, "agreement": ag}
-                                        for a, b, ag in pairs]))
+                                 agreement=min(ag for _, _, ag, _ in pairs),
+                                 pairs=[{"a": entries[a].rel, "b": entries[b].rel, "agreement": ag,
+                                         "transform": t} for a, b, ag, t in pairs]))
         for k in members[1:]:
             linked.union(members[0], k)
     # Same person in another photo: copies of one photo are reported above already.

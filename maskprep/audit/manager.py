@@ -9,7 +9,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from maskprep.audit.balance import DEFAULT_MAX_DRIFT, DEFAULT_MAX_IMBALANCE, check_balance
-from maskprep.audit.duplicates import DEFAULT_NEAR_THRESHOLD, Duplicates, duplicate_findings, find_duplicates
+from maskprep.audit.duplicates import (DEFAULT_NEAR_THRESHOLD, Duplicates, duplicate_findings, find_duplicates,
+                                       recorded_variants, separate_recorded)
 from maskprep.audit.files import DEFAULT_MAX_ASPECT, DEFAULT_MIN_SIDE, check_files
 from maskprep.audit.leakage import find_leakage, label_conflicts
 from maskprep.audit.scan import Dataset, scan_dataset
@@ -52,6 +53,7 @@ class AuditReport:
         """The whole report as plain JSON-ready data (the ``--json`` document; schema in docs/audit.md)."""
         entries = self.dataset.entries
         readable = sum(e.ok for e in entries)
+        recorded = recorded_variants(entries, self.duplicates, self.dataset.origins)
         leak_counts: dict[str, int] = {}
         for f in self.leakage:
             leak_counts[f["kind"]] = leak_counts.get(f["kind"], 0) + 1
@@ -67,11 +69,12 @@ class AuditReport:
                        "unreadable": len(entries) - readable,
                        "exact_groups": len(self.duplicates.exact_groups),
                        "near_groups": len(self.duplicates.near_groups),
+                       "recorded_variants": len(recorded),
                        "leaks": leak_counts, "label_conflicts": len(self.conflicts)},
             "conditions": self.conditions(),
             "balance": self.balance,
             "files": self.files,
-            "duplicates": duplicate_findings(entries, self.duplicates),
+            "duplicates": {**duplicate_findings(entries, self.duplicates), "recorded": recorded},
             "leakage": self.leakage,
             "label_conflicts": self.conflicts,
             "identity": self.identity,
@@ -127,6 +130,8 @@ def audit(root: str | os.PathLike, near_threshold: int = DEFAULT_NEAR_THRESHOLD,
     balance = check_balance(readable, max_imbalance=max_imbalance, max_drift=max_drift)
     files = check_files(dataset.entries, min_side=min_side, max_aspect=max_aspect)
     dups = find_duplicates(dataset.entries, dataset.root, near_threshold=near_threshold)
+    # What the manifests record as variants of one origin in one split is the pipeline's own work.
+    separate_recorded(dataset.entries, dups, dataset.origins)
     timings["duplicates"] = time.perf_counter() - t
     t = time.perf_counter()
     id_pairs, id_info = _identity_pairs(dataset) if identity else ([], None)

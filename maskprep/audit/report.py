@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import json
 import os
 from collections import Counter
@@ -80,7 +79,8 @@ def summary_lines(report: "AuditReport", max_listed: int = 10) -> list[str]:
     lines.append(f"  duplicates: {len(dup['exact'])} exact groups "
                  f"({sum(len(g['files']) for g in dup['exact'])} files), {len(dup['near'])} near groups "
                  f"({sum(len(g['files']) for g in dup['near'])} files, pHash and dHash <= "
-                 f"{d['settings']['near_threshold']} bits, mirror-aware)")
+                 f"{d['settings']['near_threshold']} bits, mirror-aware); {c['recorded_variants']} recorded "
+                 f"variants (copies the manifests record in one split: not findings, see --html/--json)")
     if len(d["splits"]) < 2:
         lines.append(f"  leakage: {_single_split_text(d)}")
     else:
@@ -146,124 +146,171 @@ th{background:#eee}td.l,th.l{text-align:left}.bad{color:#b00;font-weight:bold}.o
 figure{margin:0;width:172px}figure img{max-width:160px;max-height:160px;border:1px solid #aaa;display:block}
 figcaption{font-size:11px;word-break:break-all}.split{display:inline-block;padding:0 5px;border-radius:3px;
 background:#dde;margin-right:3px}.train{background:#cfe8cf}.test{background:#f6d0d0}.val{background:#f3e6b8}
+details>summary{cursor:pointer}details>summary h2{display:inline}ul.why{margin:4px 0 8px;font-size:12px}
 .missing{width:160px;height:100px;background:#eee;display:flex;align-items:center;justify-content:center}
 """
-
-
-class _Page:
-    def __init__(self, report: "AuditReport"):
-        self.report = report
-        self.root = report.dataset.root
-        self.by_rel = {e.rel: e for e in report.dataset.entries}
-        self.parts: list[str] = []
-        self._uris: dict[str, str | None] = {}
-
-    def add(self, text: str) -> None:
-        self.parts.append(text)
-
-    def figure(self, rel: str) -> str:
-        if rel not in self._uris:
-            self._uris[rel] = _thumb_uri(self.root / rel)
-        uri = self._uris[rel]
-        e = self.by_rel.get(rel)
-        split = e.split if e else ""
-        img = f'<img src="{uri}" alt="{html.escape(rel)}">' if uri else '<div class="missing">unreadable</div>'
-        size = f" {e.width}x{e.height}" if e and e.ok else ""
-        return (f'<figure>{img}<figcaption><span class="split {html.escape(split)}">{html.escape(split)}'
-                f'</span>{html.escape(rel)}{size}</figcaption></figure>')
-
-    def groups(self, title: str, groups: list[dict[str, Any]], describe) -> None:
-        self.add(f"<h2>{html.escape(title)} ({len(groups)})</h2>")
-        if not groups:
-            self.add('<p class="ok">None found.</p>')
-            return
-        for g in groups[:MAX_GROUPS_PER_SECTION]:
-            files = g["files"][:MAX_FILES_PER_GROUP]
-            more = len(g["files"]) - len(files)
-            self.add(f'<div class="group"><div class="head">{html.escape(describe(g))}</div><div class="row">'
-                     + "".join(self.figure(r) for r in files)
-                     + (f"<p>... and {more} more</p>" if more > 0 else "") + "</div></div>")
-        if len(groups) > MAX_GROUPS_PER_SECTION:
-            self.add(f"<p>... {len(groups) - MAX_GROUPS_PER_SECTION} more groups in the JSON report.</p>")
 
 
 def _describe_leak(g: dict[str, Any]) -> str:
     text = f"{_KIND_TEXT.get(g['kind'], g['kind'])} across {' / '.join(g['splits'])}"
     if g["kind"] == "masked_copy":
-        text += f" (thumbnails agree outside the lower face: {g['agreement']:.0%} or more)"
+        text += f" (lowest agreement {g['agreement']:.0%})"
     elif g["kind"] == "variant":
         text += f" (source {g['source']}, from {' and '.join(g['evidence'])})"
     elif g["kind"] == "exact":
-        text += f" ({g['how']})"
-    elif g.get("pairs"):
-        p = g["pairs"][0]
-        if "phash" in p:
-            text += f" (pHash {p['phash']} bits{', mirrored' if p['mirrored'] else ''})"
-        elif "distance" in p:
-            text += f" (face distance {p['distance']})"
+        text += f" ({g['how']} in two splits; the lines below say which files are which)"
     return text
+
+
+def _pair_text(p: dict[str, Any]) -> str:
+    """Why two files of a group are flagged together, in words, with the numbers."""
+    if "phash" in p:
+        return (f"near: pHash {p['phash']} bits, dHash {p['dhash']} bits"
+                + (", mirrored" if p.get("mirrored") else ""))
+    if "distance" in p:
+        return f"same person: face distance {p['distance']}"
+    if "agreement" in p:
+        t = p.get("transform") or {}
+        bits = [f"masked copy: agreement {p['agreement']:.0%}"]
+        if t.get("method") == "features":
+            bits.append(f"{t['inliers']} of {t['matches']} feature matches fit one transform")
+        if t.get("mirrored"):
+            bits.append("mirrored")
+        if t.get("rotation"):
+            bits.append(f"rotated {t['rotation']:+g} deg")
+        if t.get("scale") not in (None, 1.0):
+            bits.append(f"scaled {t['scale']:g}x")
+        return ", ".join(bits)
+    return ""
+
+
+def _why(g: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(a, b or "", why)`` lines for a group: which files are the same pixels, near, masked copies."""
+    lines = [(" = ".join(files), "", "same pixels") for files in g.get("same_pixels", [])]
+    if "kind" in g and g["kind"] in ("same bytes", "same pixels", "same pixels up to decoding noise"):
+        lines.append((" = ".join(g["files"]), "", g["kind"]))
+    for x in g.get("exact", []):   # recorded variants
+        lines.append((" = ".join(x["files"]), "", x["kind"]))
+    for p in g.get("pairs", [])[:MAX_FILES_PER_GROUP * 2]:
+        lines.append((p["a"], p["b"], _pair_text(p)))
+    return lines
+
+
+_TEMPLATE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>maskprep audit</title><style>{{ css|safe }}</style></head><body>
+<h1>maskprep audit of {{ d.root }}</h1>
+<p>{{ c.files }} files ({{ c.readable }} readable), layout <b>{{ d.layout }}</b>,
+splits {{ d.splits|join(", ") }}, classes {{ d.classes|map("cls")|join(", ") or "(none)" }};
+{{ "%.1f"|format(d.seconds) }} s. Conditions that hold:
+{% if held %}<span class="bad">{{ held|join(", ") }}</span>{% else %}<span class="ok">none</span>{% endif %}</p>
+<table>{% for title, n in rows %}
+<tr><th class="l">{{ title }}</th><td class="{{ 'bad' if n else 'ok' }}">{{ n }}</td></tr>{% endfor %}
+<tr><th class="l">Recorded variants (not findings)</th><td>{{ c.recorded_variants }}</td></tr></table>
+<details open><summary><h2>Class balance</h2></summary>
+<table><tr><th class="l">split</th>{% for x in b.classes %}<th>{{ x|cls }}</th>{% endfor %}<th>ratio</th></tr>
+{% for s in b.splits %}<tr><td class="l">{{ s }}</td>
+{% for x in b.classes %}<td>{{ b.counts[s][x] }} ({{ "%.0f"|format(b.shares[s][x] * 100) }}%)</td>{% endfor %}
+<td class="{{ 'bad' if s in flagged else '' }}">{{ ratio(b.ratio[s]) }}</td></tr>{% endfor %}</table>
+<p>Suggested class weights (n / (k * count), from {{ b.class_weights_from }}):
+{% for k, v in b.class_weights.items() %}{{ k|cls }} {{ "%g"|format(v) }}{{ ", " if not loop.last }}{% endfor %}</p>
+{% if b.drifted %}<p class="bad">Class shares drift between splits: {{ drift }}</p>{% endif %}
+</details>
+{% for sec in sections %}
+<details {{ "open" if sec.open }}><summary><h2>{{ sec.title }} ({{ sec.total }})</h2></summary>
+{% if sec.note %}<p>{{ sec.note }}</p>{% endif %}
+{% if not sec.groups and not sec.note %}<p class="ok">None found.</p>{% endif %}
+{% for g in sec.groups %}<div class="group"><div class="head">{{ g.head }}</div>
+{% if g.why %}<ul class="why">{% for a, bb, why in g.why %}
+<li><b>{{ why }}</b>: {{ a }}{% if bb %} &harr; {{ bb }}{% endif %}</li>{% endfor %}</ul>{% endif %}
+<div class="row">{% for fig in g.figures %}<figure>
+{% if fig.uri %}<img src="{{ fig.uri }}" alt="{{ fig.rel }}">{% else %}<div class="missing">unreadable</div>{% endif %}
+<figcaption><span class="split {{ fig.split }}">{{ fig.split }}</span>{{ fig.rel }}{{ fig.size }}</figcaption>
+</figure>{% endfor %}
+{% if g.more > 0 %}<p>... and {{ g.more }} more</p>{% endif %}</div></div>{% endfor %}
+{% if sec.total > sec.groups|length %}
+<p>... {{ sec.total - sec.groups|length }} more groups in the JSON report.</p>{% endif %}
+</details>{% endfor %}
+<details {{ "open" if f.unreadable }}><summary><h2>Unreadable files ({{ f.unreadable|length }})</h2></summary>
+{% if f.unreadable %}<table><tr><th class="l">file</th><th class="l">reason</th></tr>
+{% for x in f.unreadable[:1000] %}
+<tr><td class="l">{{ x.path }}</td><td class="l">{{ x.reason }}</td></tr>{% endfor %}</table>
+{% else %}<p class="ok">None.</p>{% endif %}</details>
+</body></html>
+"""
+
+
+class _Figures:
+    """Thumbnails of files, each read once however many groups show it."""
+
+    def __init__(self, report: "AuditReport"):
+        self.root = report.dataset.root
+        self.by_rel = {e.rel: e for e in report.dataset.entries}
+        self._uris: dict[str, str | None] = {}
+
+    def figure(self, rel: str) -> dict[str, Any]:
+        if rel not in self._uris:
+            self._uris[rel] = _thumb_uri(self.root / rel)
+        e = self.by_rel.get(rel)
+        return {"uri": self._uris[rel], "rel": rel, "split": e.split if e else "",
+                "size": f" {e.width}x{e.height}" if e and e.ok else ""}
+
+
+def _section(figures: _Figures, title: str, groups: list[dict[str, Any]], describe, open_: bool = True,
+             note: str = "", why: bool = True) -> dict[str, Any]:
+    shown = []
+    for g in groups[:MAX_GROUPS_PER_SECTION]:
+        files = g["files"][:MAX_FILES_PER_GROUP]
+        shown.append({"head": describe(g), "why": _why(g) if why else [],
+                      "figures": [figures.figure(r) for r in files], "more": len(g["files"]) - len(files)})
+    return {"title": title, "groups": shown, "total": len(groups), "open": open_ and bool(groups), "note": note}
+
+
+def _environment():
+    import jinja2
+    # autoescape on: every file, folder and class name from the file system is escaped, whatever
+    # template line prints it (a class folder named <script> stays text).
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
+    env.filters["cls"] = _cls
+    return env
 
 
 def render_html(report: "AuditReport") -> str:
     """The whole report as one HTML page; images are embedded as base64 thumbnails."""
     d = report.to_dict()
-    page = _Page(report)
-    c, b = d["counts"], d["balance"]
-    page.add(f"<!doctype html><html><head><meta charset='utf-8'><title>maskprep audit</title>"
-             f"<style>{_CSS}</style></head><body>")
-    page.add(f"<h1>maskprep audit of {html.escape(d['root'])}</h1>")
-    held = [k for k, v in d["conditions"].items() if v]
-    page.add(f"<p>{c['files']} files ({c['readable']} readable), layout <b>{d['layout']}</b>, "
-             f"splits {', '.join(d['splits'])}, classes {', '.join(d['classes']) or '(none)'}; "
-             f"{d['seconds']:.1f} s. Conditions that hold: "
-             + (f'<span class="bad">{", ".join(held)}</span>' if held else '<span class="ok">none</span>')
-             + "</p>")
+    figures = _Figures(report)
+    c, b, f = d["counts"], d["balance"], d["files"]
     rows = [("Leaks across splits", sum(c["leaks"].values())), ("Exact duplicate groups", c["exact_groups"]),
             ("Near duplicate groups", c["near_groups"]), ("Label conflicts", c["label_conflicts"]),
-            ("Unreadable files", c["unreadable"]), ("Tiny files", len(d["files"]["tiny"])),
-            ("Grayscale files", len(d["files"]["grayscale"])),
-            ("Extreme aspect ratio", len(d["files"]["extreme_aspect"]))]
-    page.add("<table>" + "".join(f"<tr><th class='l'>{t}</th><td class='{'bad' if n else 'ok'}'>{n}</td></tr>"
-                                 for t, n in rows) + "</table>")
-    page.add("<h2>Class balance</h2><table><tr><th class='l'>split</th>"
-             + "".join(f"<th>{html.escape(_cls(x))}</th>" for x in b["classes"]) + "<th>ratio</th></tr>")
-    flagged = {f["split"] for f in b["imbalanced"]}
-    for s in b["splits"]:
-        cls = "bad" if s in flagged else ""
-        page.add(f"<tr><td class='l'>{html.escape(s)}</td>"
-                 + "".join(f"<td>{b['counts'][s][x]} ({b['shares'][s][x]:.0%})</td>" for x in b["classes"])
-                 + f"<td class='{cls}'>{_fmt_ratio(b['ratio'][s])}</td></tr>")
-    page.add("</table><p>Suggested class weights (n / (k * count), from "
-             f"{b['class_weights_from']}): "
-             + ", ".join(f"{html.escape(_cls(k))} {v:g}" for k, v in b["class_weights"].items()) + "</p>")
-    if b["drifted"]:
-        page.add(f"<p class='bad'>Class shares drift between splits: {html.escape(_drift_text(b))}</p>")
+            ("Unreadable files", c["unreadable"]), ("Tiny files", len(f["tiny"])),
+            ("Grayscale files", len(f["grayscale"])), ("Extreme aspect ratio", len(f["extreme_aspect"]))]
+    sections = []
     if len(d["splits"]) > 1:
-        page.groups("Leakage across splits", d["leakage"], _describe_leak)
+        sections.append(_section(figures, "Leakage across splits", d["leakage"], _describe_leak))
     else:
-        page.add(f"<h2>Leakage across splits</h2><p>Not checked: {html.escape(_single_split_text(d))}.</p>")
-    page.groups("Label conflicts", d["label_conflicts"],
-                lambda g: f"{_KIND_TEXT.get(g['kind'], g['kind'])} under classes {', '.join(g['classes'])}")
-    page.groups("Exact duplicates", d["duplicates"]["exact"], lambda g: f"{g['kind']}, {len(g['files'])} files")
-    page.groups("Near duplicates", d["duplicates"]["near"],
-                lambda g: f"{len(g['files'])} files, pHash distances "
-                          + ", ".join(str(p["phash"]) + ("m" if p["mirrored"] else "") for p in g["pairs"][:8]))
-    f = d["files"]
-    page.add(f"<h2>Unreadable files ({len(f['unreadable'])})</h2>")
-    if f["unreadable"]:
-        page.add("<table><tr><th class='l'>file</th><th class='l'>reason</th></tr>" + "".join(
-            f"<tr><td class='l'>{html.escape(x['path'])}</td><td class='l'>{html.escape(x['reason'])}</td></tr>"
-            for x in f["unreadable"][:1000]) + "</table>")
-    else:
-        page.add('<p class="ok">None.</p>')
+        sections.append({"title": "Leakage across splits", "groups": [], "total": 0, "open": True,
+                         "note": f"Not checked: {_single_split_text(d)}."})
+    sections.append(_section(figures, "Label conflicts", d["label_conflicts"],
+                             lambda g: f"{_KIND_TEXT.get(g['kind'], g['kind'])} under classes "
+                                       f"{', '.join(_cls(x) for x in g['classes'])}"))
+    sections.append(_section(figures, "Exact duplicates", d["duplicates"]["exact"],
+                             lambda g: f"{g['kind']}, {len(g['files'])} files"))
+    sections.append(_section(figures, "Near duplicates", d["duplicates"]["near"],
+                             lambda g: f"{len(g['files'])} files"))
+    sections.append(_section(
+        figures, "Recorded variants (not findings: the manifests record them as copies of one photo in one "
+                 "split)", d["duplicates"]["recorded"],
+        lambda g: f"{len(g['files'])} files from {g['source']} in {g['split']}", open_=False))
     for key, title in (("tiny", "Tiny images"), ("grayscale", "Grayscale images"),
                        ("extreme_aspect", "Extreme aspect ratio")):
         items = f[key]
-        page.groups(title, [{"files": [x["path"] for x in items[i:i + MAX_FILES_PER_GROUP]]}
-                            for i in range(0, len(items), MAX_FILES_PER_GROUP)],
-                    lambda g: f"{len(g['files'])} files")
-    page.add("</body></html>")
-    return "\n".join(page.parts)
+        sections.append(_section(figures, title, [{"files": [x["path"] for x in items[i:i + MAX_FILES_PER_GROUP]]}
+                                                  for i in range(0, len(items), MAX_FILES_PER_GROUP)],
+                                 lambda g: f"{len(g['files'])} files", why=False))
+    held = [k for k, v in d["conditions"].items() if v]
+    return _environment().from_string(_TEMPLATE).render(
+        css=_CSS, d=d, c=c, b=b, f=f, rows=rows, held=held, sections=sections, ratio=_fmt_ratio,
+        flagged={x["split"] for x in b["imbalanced"]}, drift=_drift_text(b) if b["drifted"] else "",
+)
 
 
 def write_html(report: "AuditReport", path: str | os.PathLike) -> Path:

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from maskprep.audit.geometry import AlignData, align_data
 from maskprep.audit.hashing import ImageHashes, hashes_of_prepared, prepare
 from maskprep.dataset import Item, index_tree, item_of, split_sort_key
 from maskprep.images import ImageReadError, decode_image
@@ -38,6 +39,7 @@ class FileEntry:
     grayscale: bool = False
     hashes: ImageHashes | None = None
     thumb: np.ndarray | None = None
+    align: AlignData | None = None    # masked copies under augmentation (maskprep.audit.geometry)
     error: str = ""
     detail: str = ""
     faces: np.ndarray | None = None   # (k, 128) dlib descriptors when the identity check ran
@@ -129,6 +131,7 @@ def scan_file(path: Path, rel: str, split: str, label: str, identity: bool = Fal
     prepared = prepare(image)
     entry.hashes = hashes_of_prepared(prepared)
     entry.thumb = thumbnail(image, prepared=prepared)
+    entry.align = align_data(prepared)
     if identity:
         from maskprep.audit.identity import face_descriptors
         try:

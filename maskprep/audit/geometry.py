@@ -1,0 +1,274 @@
+"""Masked copies of augmented photos: candidates from a grid of inverse augmentations, confirmed by a
+RANSAC-verified similarity transform between local features.
+
+A masked copy of an *augmented* training photo (mirrored, rotated up to +-20 degrees, zoomed or cropped
+0.8-1.25, colour-jittered, blurred, re-encoded) is a different picture to every global hash. Two steps
+find it:
+
+1. **Candidates.** Each picture gets a small descriptor of its upper and outer part (the part a mask
+   leaves alone): a 16x16 grey patch of the central box with the lower-central area cut out,
+   zero-mean and unit-norm, so brightness and contrast changes do not matter. Each picture also gets the
+   same descriptor under a grid of mirror x rotation x scale (the inverse augmentations). A pair is a
+   candidate when one picture's grid descriptor is close to the other's plain one (cosine).
+2. **Confirmation.** ORB features of both pictures (the query in the orientation the grid chose) are
+   matched, and a similarity transform (rotation, scale, shift) is fitted with RANSAC. The pair is a
+   masked copy when enough matches agree with one transform, that transform is one an augmentation
+   makes (scale 0.7-1.45, rotation within 25 degrees), and the two pictures aligned by it correlate
+   outside the mask area (the upper face, hair and background). The transform is reported with the pair.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import cv2
+import numpy as np
+
+from maskprep.audit.hashing import MASK_REGION
+
+FRAME_SIDE = 32          # the square grey frame the grid is warped on
+DESC_SIDE = 16           # descriptor grid before the mask area is cut out
+DESC_BOX = (0.15, 0.10, 0.85, 0.90)   # x0, y0, x1, y1 of the frame the descriptor covers
+VIEW_SIDE = 128          # longer side of the grey picture kept for feature matching
+GRID_ANGLES = (-18.0, -12.0, -6.0, 0.0, 6.0, 12.0, 18.0)
+GRID_SCALES = (0.84, 1.0, 1.19)
+CANDIDATE_SIMILARITY = 0.65   # cosine of descriptors; below it a masked copy is rare and candidates many
+CANDIDATES_PER_FILE = 6       # best candidates kept per file and direction
+MIN_INLIERS = 15              # RANSAC inliers (tight crops of two people aligned alike reach 15-25)
+MIN_INLIER_SHARE = 0.2       # share of ratio-test matches that fit the transform (other faces 0.15-0.27)
+MAX_ROTATION = 25.0
+# Measured (benchmarks/bench_audit.py's planting on 124 masked copies of 40 augmented chandrikadeb7 photos, and
+# a random 80/20 split of chandrikadeb7 looked at by eye): these keep 115/119 confirmed planted copies and
+# leave about 5-7 pairs of different photos in 1 798 files.
+MIN_CORRELATION = 0.9         # aligned views outside the mask area
+MIN_CORRELATION_STRONG = 0.7  # ... when many matches fit the transform:
+STRONG_INLIERS = 30
+STRONG_INLIER_SHARE = 0.3
+WEAK_INLIERS = 20             # ... and with fewer matches than this, a correlation of at least
+MIN_CORRELATION_WEAK = 0.95   # (look-alike crops of two people reached 0.90-0.94 with 15-19 matches)
+SCALE_RANGE = (0.7, 1.45)
+
+
+@dataclass
+class AlignData:
+    """What the masked-copy search keeps per picture: the plain descriptor, the grid descriptors
+    (``grid[v]`` under :func:`grid_transforms` ``[v]``) and a small grey view for feature matching."""
+
+    descriptor: np.ndarray   # (d,) float16
+    grid: np.ndarray         # (V, d) float16
+    view: np.ndarray         # (h, w) uint8, longer side VIEW_SIDE
+
+
+@lru_cache(maxsize=1)
+def grid_transforms() -> tuple[tuple[bool, float, float], ...]:
+    """Every (mirrored, angle in degrees, scale) of the search grid."""
+    return tuple((m, a, s) for m in (False, True) for a in GRID_ANGLES for s in GRID_SCALES)
+
+
+@lru_cache(maxsize=1)
+def _descriptor_keep() -> np.ndarray:
+    """Descriptor cells outside the mask area (MASK_REGION mapped into DESC_BOX)."""
+    bx0, by0, bx1, by1 = DESC_BOX
+    x0, y0, x1, _ = MASK_REGION
+    keep = np.ones((DESC_SIDE, DESC_SIDE), dtype=bool)
+    mx0 = (x0 - bx0) / (bx1 - bx0)
+    my0 = (y0 - by0) / (by1 - by0)
+    mx1 = (x1 - bx0) / (bx1 - bx0)
+    keep[max(0, int(my0 * DESC_SIDE)):, max(0, int(mx0 * DESC_SIDE)):int(np.ceil(mx1 * DESC_SIDE))] = False
+    return keep
+
+
+def _descriptor(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape
+    bx0, by0, bx1, by1 = DESC_BOX
+    box = frame[int(by0 * h):int(np.ceil(by1 * h)), int(bx0 * w):int(np.ceil(bx1 * w))]
+    v = cv2.resize(box, (DESC_SIDE, DESC_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    v = v[_descriptor_keep()]
+    v -= v.mean()
+    return v / (float(np.linalg.norm(v)) + 1e-6)
+
+
+def small_frame(gray: np.ndarray, side: int = FRAME_SIDE) -> np.ndarray:
+    """The grey picture with its longer side at ``side``, its aspect kept (a rotation needs square
+    pixels; an augmented copy keeps its photo's size, so both are squeezed alike into the descriptor)."""
+    h, w = gray.shape[:2]
+    k = side / max(h, w)
+    return cv2.resize(gray, (max(4, round(w * k)), max(4, round(h * k))), interpolation=cv2.INTER_AREA)
+
+
+def align_data(prepared: np.ndarray) -> AlignData:
+    """:class:`AlignData` of a grey picture already passed through ``hashing.prepare``."""
+    frame = small_frame(prepared).astype(np.float32)
+    fh, fw = frame.shape
+    grid = []
+    mirrored = np.ascontiguousarray(frame[:, ::-1])
+    for m, angle, scale in grid_transforms():
+        matrix = cv2.getRotationMatrix2D(((fw - 1) / 2.0, (fh - 1) / 2.0), angle, scale)
+        warped = cv2.warpAffine(mirrored if m else frame, matrix, (fw, fh),
+                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        grid.append(_descriptor(warped))
+    h, w = prepared.shape[:2]
+    k = VIEW_SIDE / max(h, w)
+    view = prepared if k >= 1 else cv2.resize(prepared, (max(8, round(w * k)), max(8, round(h * k))),
+                                              interpolation=cv2.INTER_AREA)
+    return AlignData(descriptor=_descriptor(frame).astype(np.float16), grid=np.stack(grid).astype(np.float16),
+                     view=np.ascontiguousarray(view))
+
+
+def candidate_pairs(data: list[AlignData], splits: list[str], min_similarity: float = CANDIDATE_SIMILARITY,
+                    per_file: int = CANDIDATES_PER_FILE, block: int = 256
+                    ) -> dict[tuple[int, int], tuple[float, int]]:
+    """Cross-split ``{(i, j): (similarity, grid index)}``, ``i`` the query whose grid variant matched.
+
+    Each file keeps its ``per_file`` best partners in other splits above ``min_similarity``."""
+    n = len(data)
+    if n < 2:
+        return {}
+    table = np.stack([d.descriptor for d in data]).astype(np.float32)          # (n, d)
+    split_ids = np.unique(np.asarray(splits), return_inverse=True)[1]
+    v = data[0].grid.shape[0]
+    out: dict[tuple[int, int], tuple[float, int]] = {}
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        q = np.stack([d.grid for d in data[start:stop]]).astype(np.float32)      # (b, V, d)
+        sims = q.reshape(-1, q.shape[2]) @ table.T                               # (b*V, n)
+        sims = sims.reshape(stop - start, v, n)
+        best_v = sims.argmax(1)                                                   # (b, n)
+        best = np.take_along_axis(sims, best_v[:, None, :], 1)[:, 0, :]           # (b, n)
+        same = split_ids[start:stop, None] == split_ids[None, :]
+        best[same] = -1.0
+        k = min(per_file, n)
+        top = np.argpartition(-best, k - 1, axis=1)[:, :k]
+        for r in range(stop - start):
+            for j in top[r]:
+                s = float(best[r, j])
+                if s >= min_similarity:
+                    i = start + r
+                    key = (i, int(j))
+                    if key not in out or out[key][0] < s:
+                        out[key] = (s, int(best_v[r, j]))
+    return out
+
+
+_ORB = None
+
+
+def _orb():
+    global _ORB
+    if _ORB is None:
+        _ORB = cv2.ORB_create(nfeatures=400, scaleFactor=1.2, nlevels=4, edgeThreshold=8, patchSize=15,
+                              fastThreshold=8)
+    return _ORB
+
+
+class FeatureCache:
+    """ORB keypoints and descriptors per (file, mirrored), computed once when first asked for."""
+
+    def __init__(self, data: list[AlignData]):
+        self.data = data
+        self._cache: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray | None]] = {}
+
+    def get(self, k: int, mirrored: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        key = (k, mirrored)
+        if key not in self._cache:
+            view = self.data[k].view
+            if mirrored:
+                view = np.ascontiguousarray(view[:, ::-1])
+            kp, desc = _orb().detectAndCompute(view, None)
+            self._cache[key] = (np.float32([p.pt for p in kp]).reshape(-1, 2), desc)
+        return self._cache[key]
+
+
+def confirm_pair(features: FeatureCache, i: int, j: int, mirrored: bool,
+                 min_inliers: int = MIN_INLIERS) -> dict[str, Any] | None:
+    """The similarity transform taking picture ``i`` (mirrored first when asked) onto picture ``j``, or
+    None when too few feature matches agree with one plausible transform.
+
+    Returned: ``mirrored``, ``rotation`` (degrees, counter-clockwise), ``scale`` (size of ``j``'s copy
+    of the scene relative to ``i``'s), ``inliers`` and ``matches``."""
+    pa, da = features.get(i, mirrored)
+    pb, db = features.get(j, False)
+    if da is None or db is None or len(da) < min_inliers or len(db) < min_inliers:
+        return None
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    good = [m[0] for m in matcher.knnMatch(da, db, k=2)
+            if len(m) == 2 and m[0].distance < 0.85 * m[1].distance]
+    if len(good) < min_inliers:
+        return None
+    src = pa[[m.queryIdx for m in good]]
+    dst = pb[[m.trainIdx for m in good]]
+    # A fixed RNG state: RANSAC draws samples, and the audit must give the same answer every run.
+    cv2.setRNGSeed(0)
+    matrix, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0,
+                                                  maxIters=500)
+    if matrix is None:
+        return None
+    n = int(inliers.sum())
+    va, vb = features.data[i].view, features.data[j].view
+    # Scale in picture units: the views were shrunk by different factors.
+    scale = float(np.hypot(matrix[0, 0], matrix[1, 0])) * max(va.shape) / max(vb.shape)
+    rotation = float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
+    plausible = SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] and abs(rotation) <= MAX_ROTATION
+    if n < min_inliers or n < MIN_INLIER_SHARE * len(good) or not plausible:
+        return None
+    view_a = np.ascontiguousarray(va[:, ::-1]) if mirrored else va
+    # Compared in both frames: the mask area sits where MASK_REGION says in the frame of the face that
+    # was masked, and a little off it in the other one.
+    ncc = max(aligned_correlation(view_a, vb, matrix),
+              aligned_correlation(vb, view_a, cv2.invertAffineTransform(matrix)))
+    # Tight face crops of two people, aligned alike, share 15-25 feature matches and correlate up to
+    # ~0.85 outside the mask: a copy needs a high correlation, or a lower one with many more matches.
+    strong = n >= STRONG_INLIERS and n >= STRONG_INLIER_SHARE * len(good)
+    if ncc < MIN_CORRELATION and not (strong and ncc >= MIN_CORRELATION_STRONG):
+        return None
+    if n < WEAK_INLIERS and ncc < MIN_CORRELATION_WEAK:
+        return None
+    return {"mirrored": bool(mirrored), "rotation": round(-rotation, 1), "scale": round(1.0 / scale, 2),
+            "inliers": n, "matches": len(good), "correlation": round(ncc, 3),
+            }
+
+
+def aligned_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> float:
+    """Normalised correlation of ``b`` with ``a`` warped onto it by ``matrix`` (2x3, a -> b), over the
+    part of ``b`` that the warp covers and a mask leaves alone (outside the lower-central area)."""
+    h, w = b.shape
+    warped = cv2.warpAffine(a.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR)
+    covered = cv2.warpAffine(np.ones(a.shape, np.float32), matrix, (w, h), flags=cv2.INTER_NEAREST) > 0.5
+    x0, y0, x1, _ = MASK_REGION
+    covered[int(y0 * h):, int(x0 * w):int(np.ceil(x1 * w))] = False
+    if covered.sum() < 0.15 * h * w:
+        return 0.0
+    # A light blur first: the copy may be blurred or re-encoded, and the features fit to a pixel or so.
+    x = cv2.GaussianBlur(warped, (5, 5), 1.2)[covered]
+    y = cv2.GaussianBlur(b.astype(np.float32), (5, 5), 1.2)[covered]
+    x -= x.mean()
+    y -= y.mean()
+    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-6))
+
+
+
+def augmented_masked_copies(data: list[AlignData | None], splits: list[str], skip=None
+                            ) -> list[tuple[int, int, float, dict[str, Any]]]:
+    """Cross-split ``(a, b, agreement, transform)`` with ``a < b``: masked copies under augmentation.
+
+    ``data[k]`` is None for files without :class:`AlignData`; ``skip(a, b)`` leaves out pairs already
+    known to be copies. ``agreement`` is the share of feature matches that agree with the transform."""
+    idx = [k for k, d in enumerate(data) if d is not None]
+    if len({splits[k] for k in idx}) < 2:
+        return []
+    sub = [data[k] for k in idx]
+    cands = candidate_pairs(sub, [splits[k] for k in idx])
+    grid = grid_transforms()
+    features = FeatureCache(sub)
+    found: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
+    for (qi, tj), (_, v) in sorted(cands.items()):
+        a, b = idx[qi], idx[tj]
+        key = (min(a, b), max(a, b))
+        if key in found or (skip is not None and skip(a, b)):
+            continue
+        mirrored = grid[v][0]
+        t = confirm_pair(features, qi, tj, mirrored) or confirm_pair(features, qi, tj, not mirrored)
+        if t is not None:
+            found[key] = (round(t["inliers"] / t["matches"], 3), t)
+    return [(a, b, ag, t) for (a, b), (ag, t) in sorted(found.items())]
