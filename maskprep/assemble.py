@@ -213,7 +213,7 @@ def _link_groups(cands: list[Candidate], group_by: str, workers: int | None, pro
     for members in by_origin.values():
         for k in members[1:]:
             uf.union(members[0], k)
-    for a, b, _ in masked_copy_pairs(solo, uf):
+    for a, b, *_ in masked_copy_pairs(solo, uf):
         uf.union(a, b)
     joined = len(by_origin) - len({uf.find(k) for k in range(len(cands))})
     if joined:

@@ -170,7 +170,7 @@ def split_leaks(ds: Dataset) -> dict[str, dict[str, int]]:
         entries = [scan_file(Path(path), path, side, "") for side, path in files]
         position = {path: k for k, (_, path) in enumerate(files)}
         copies = linked_copies(len(entries), find_duplicates(entries, "/"))
-        for a, b, _ in masked_copy_pairs(entries, copies):
+        for a, b, *_ in masked_copy_pairs(entries, copies):
             copies.union(a, b)
         # One source photo counted once, whether found by its group or by its name.
         candidates = UnionFind(len(entries))
