@@ -482,7 +482,8 @@ def run_stage(
     mapped = None
     stopped: OSError | None = None
     try:
-        take(problems)
+        if problems:
+            take(problems)
         if engine.name != "local" and jobs:  # the same _run_one on another engine (maskprep.engines)
             mapped = map_ordered(engine, _run_one, jobs, workers, _init_worker,
                                  (process, out_root, stage, jpeg_quality))

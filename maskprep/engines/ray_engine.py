@@ -44,6 +44,22 @@ def _quiet_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
+def _init_on_loopback(ray: Any, num_cpus: int, kwargs: dict[str, Any]) -> None:
+    """Start a private Ray whose processes listen on 127.0.0.1 only.
+
+    ``ray.init`` turns a 127.0.0.1 node address into the machine's network address (so that other
+    nodes could reach it); a private Ray has no other nodes, and its traffic must stay on loopback,
+    so that one conversion is suspended while this process starts it."""
+    from ray._private import services
+    resolve = services.resolve_ip_for_localhost
+    services.resolve_ip_for_localhost = lambda host: host
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", **kwargs)
+    finally:
+        services.resolve_ip_for_localhost = resolve
+
+
 def connect(address: str | None, num_cpus: int) -> None:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``), or start Ray in this process.
 
@@ -64,7 +80,7 @@ def connect(address: str | None, num_cpus: int) -> None:
                 kwargs["_node_ip_address"] = "127.0.0.1"
             ray.init(address=address, **kwargs)
         else:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+            _init_on_loopback(ray, num_cpus, kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "an in-process Ray"
         raise EngineUnavailable(f"cannot start {where}: {str(exc).splitlines()[0][:300]}") from None
