@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from maskprep.audit.pairs import flip_aware_pairs
-from maskprep.audit.scan import FileEntry, source_key
+from maskprep.audit.scan import FileEntry
+from maskprep.dataset import name_key
 from maskprep.images import ImageReadError, read_image
 
 # Bits of 64, for pHash and dHash alike. Measured on the shared face crops: half-size and JPEG q50 copies
@@ -201,7 +202,7 @@ def recorded_origin(entry: FileEntry, origins: dict[str, str]) -> tuple[str, str
     """``(split, origin key)`` when a manifest records the file, else None (its name alone is no record)."""
     if entry.rel not in origins:
         return None
-    return entry.split, source_key(entry.rel, origins)[0]
+    return entry.split, name_key(origins[entry.rel])   # the origin photo, whatever split it came from
 
 
 def separate_recorded(entries: Sequence[FileEntry], dups: Duplicates, origins: dict[str, str]) -> Duplicates:
