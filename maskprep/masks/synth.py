@@ -53,15 +53,17 @@ class FaceFound:
     score: float
     landmarks: np.ndarray
     image_size: tuple[int, int] | None = None   # (w, h) of the image the landmarks belong to, if recorded
-    found_by: str = "search"                    # maskprep.faces.FOUND_BY, or "manifest"
+    found_by: str = "detector"                  # detector, second opinion, crop fit, assumed crop, manifest
 
 
 # ------------------------------------------------------------------------------------------------
 # Faces: maskprep.faces.find_faces owns how they are found (search, crop fit, second opinion)
 
 def _found(face: Any) -> FaceFound:
+    # synth-masks' manifests have always called a search hit "detector"
+    how = "detector" if face.found_by == "search" else face.found_by
     return FaceFound(tuple(int(v) for v in face.box), float(face.score),
-                     np.asarray(face.landmarks, np.float32), found_by=face.found_by)
+                     np.asarray(face.landmarks, np.float32), found_by=how)
 
 
 def search_faces(image: np.ndarray, max_side: int | None = None, min_face: float = DEFAULT_MIN_FACE,
