@@ -408,6 +408,17 @@ def _face_from_landmarks(lm: np.ndarray, box: tuple[float, ...], w: int, h: int,
                 model=model, upsample=upsample, found_by=found_by)
 
 
+def settle_landmarks(image: np.ndarray, landmarks: np.ndarray, rounds: int) -> tuple[np.ndarray, float]:
+    """Refit ``rounds`` times, each from the box the last landmarks imply; returns the landmarks
+    and how far the last refit moved them (mean, of the eye distance; inf without a refit)."""
+    lm, drift = landmarks, float("inf")
+    for _ in range(max(0, rounds)):
+        refit = landmarks_for_box(image, box_from_landmarks(lm))
+        drift = float(np.linalg.norm(refit - lm, axis=1).mean()) / _eye_distance(refit)
+        lm = refit
+    return lm, drift
+
+
 def fit_crop(image: np.ndarray, rounds: int = CROP_FIT_ROUNDS) -> CropFit:
     """Treat the whole image as a tight face crop: landmarks fitted in the usual face box of such
     crops, then refitted from the box they imply until they settle; judged on shape and pixels."""
@@ -415,13 +426,9 @@ def fit_crop(image: np.ndarray, rounds: int = CROP_FIT_ROUNDS) -> CropFit:
     h, w = image.shape[:2]
     box: tuple[float, ...] = (CROP_FACE_BOX[0] * w, CROP_FACE_BOX[1] * h,
                               CROP_FACE_BOX[2] * w, CROP_FACE_BOX[3] * h)
-    lm = landmarks_for_box(image, box)
-    drift = float("inf")
-    for _ in range(max(0, rounds - 1)):
+    lm, drift = settle_landmarks(image, landmarks_for_box(image, box), rounds - 1)
+    if rounds > 1:
         box = box_from_landmarks(lm)
-        refit = landmarks_for_box(image, box)
-        drift = float(np.linalg.norm(refit - lm, axis=1).mean()) / _eye_distance(refit)
-        lm = refit
     reason = shape_reason(lm)
     skin, contrast = face_evidence(image, lm) if reason is None else (0.0, 0.0)
     if reason is None and skin < MIN_SKIN:
@@ -449,8 +456,9 @@ def _second_opinion(image: np.ndarray) -> list[Face]:
             continue
         full = (left / k, top / k, right / k, bottom / k)
         # mmod frames a face tighter than the HOG boxes the shape predictor was trained on: refit
-        # once from the box the first landmarks imply
-        lm = landmarks_for_box(image, box_from_landmarks(landmarks_for_box(image, full)))
+        # from the box the landmarks imply until they settle (a frontal face fitted in the CNN's
+        # box alone measures as turned)
+        lm, _ = settle_landmarks(image, landmarks_for_box(image, full), CROP_FIT_ROUNDS - 1)
         faces.append(_face_from_landmarks(lm, full, w, h, score, "cnn", 0, "second opinion"))
     return faces
 
