@@ -75,3 +75,28 @@ def test_detect_records_the_rejected_suit_patch(tmp_path):
     assert refused[0].info["face"]["reason"] == "unstable landmark fit"
     suit = [r for r in records if r.source == "suit.png"]
     assert len(suit) == 1 and suit[0].status == "skipped"
+
+
+def test_a_confident_crop_fit_skips_the_search(monkeypatch):
+    """The fast path: a small crop whose fit is confident is the face; the detector never runs."""
+    import maskprep.faces as faces
+
+    crops = require_shared("masks", "chandrikadeb7", "without_mask")
+    confident = None
+    for path in sorted(crops.glob("0_0_*.jpg"))[:40]:
+        image = read_image(path)
+        if max(image.shape[:2]) <= faces.CROP_FAST_SIDE and fit_crop(image).confident:
+            confident = image
+            break
+    assert confident is not None, "no confident crop fit among 40 small crops"
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched although the crop fit was confident")
+
+    monkeypatch.setattr(faces, "detect_faces", no_search)
+    search = find_faces(confident)
+    assert [f.found_by for f in search.faces] == ["crop fit"]
+    # a scene photo is never taken for one big face: its search still runs
+    scene = read_image(require_shared("masks", "kaggle_fmd", "images", "maksssksksss0.jpg"))
+    with pytest.raises(AssertionError, match="searched"):
+        find_faces(scene)
