@@ -1,6 +1,7 @@
 """Benchmark: maskprep's default face search against plain full-resolution, upsample-1 dlib HOG.
 
     .venv/bin/python benchmarks/bench_detect.py [--data ../shared/data/faces/identities] [--repeat 2]
+    .venv/bin/python benchmarks/bench_detect.py --only-sets --shared ../shared/data --crops-limit 300
 
 The baseline is what face_recognition and MaskTheFace do: dlib's HOG detector on the full RGB photo
 at upsample 1 (dlib's own threshold, 0), then the 68 landmarks in each box. It is compared with
@@ -64,11 +65,68 @@ def _timed(func, image, repeat: int, **settings) -> tuple[float, list[Face]]:
     return best, faces
 
 
+def face_sets_section(shared: Path, crops_limit: int) -> None:
+    """What the shared face finder (``find_faces``, every stage's defaults) gets right and wrong:
+    recall on dlib's 25 annotated faces, the false-face rate on the no-face set
+    (benchmarks/face_sets.py), and the share of chandrikadeb7's tight crops it finds a face in."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import face_sets
+
+    from maskprep.faces import find_faces
+
+    truth = face_sets.annotated_faces(shared)
+    root = shared / "faces" / "dlib_landmarks"
+    found_in: dict[str, list] = {}
+    hits = 0
+    for name, rect in truth:
+        if name not in found_in:
+            found_in[name] = find_faces(read_image(root / name)).faces
+        hits += any(_center_inside(f.box, rect) and _center_inside(rect, f.box) for f in found_in[name])
+    print(f"\nrecall on the annotated faces (faces/dlib_landmarks test set): {hits}/{len(truth)}")
+
+    no_face = face_sets.no_face_set(shared)
+    false = [(name, [f.found_by for f in found]) for name, image in no_face
+             for found in [find_faces(image).faces] if found]
+    kinds = sorted({name.split("/")[0] for name, _ in no_face})
+    print(f"false faces on the no-face set ({len(no_face)} images: "
+          + ", ".join(f"{sum(n.startswith(k + '/') for n, _ in no_face)} {k}" for k in kinds)
+          + f"): {len(false)} = {len(false) / len(no_face):.1%} (bar <= 1%)"
+          + "".join(f"\n  {name}: {how}" for name, how in false))
+    suit = find_faces(face_sets.suit_patch()).faces
+    print(f"the demo's suit patch: {'REJECTED' if not suit else 'found as a face'}")
+
+    crops = list_images(shared / "masks" / "chandrikadeb7" / "without_mask")
+    if crops_limit and crops_limit < len(crops):
+        crops = [crops[int(k * len(crops) / crops_limit)] for k in range(crops_limit)]
+    how: dict[str, int] = {}
+    start = time.process_time()
+    for path in crops:
+        faces = find_faces(read_image(path)).faces
+        key = faces[0].found_by if faces else "none"
+        how[key] = how.get(key, 0) + 1
+    cpu = time.process_time() - start
+    print(f"crop coverage (chandrikadeb7/without_mask, {len(crops)} crops): "
+          f"{1 - how.get('none', 0) / len(crops):.1%} with a face ("
+          + ", ".join(f"{k} {v}" for k, v in sorted(how.items())) + f"), {1000 * cpu / len(crops):.0f} CPU-ms/crop")
+
+
+def _center_inside(box, other) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return other[0] <= cx <= other[2] and other[1] <= cy <= other[3]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of photos")
     parser.add_argument("--repeat", type=int, default=2, help="runs per photo and setting (best kept)")
+    parser.add_argument("--shared", type=Path, default=DEFAULT_DATA.parents[1],
+                        help="the shared data folder (for the face-set section)")
+    parser.add_argument("--crops-limit", type=int, default=300, help="crops in the coverage count (0 = all)")
+    parser.add_argument("--only-sets", action="store_true", help="only recall / false faces / coverage")
     args = parser.parse_args()
+    if args.only_sets:
+        face_sets_section(args.shared, args.crops_limit)
+        return 0
     if not args.data.is_dir():
         print(f"no photos at {args.data}: pass --data", file=sys.stderr)
         return 2
@@ -114,6 +172,8 @@ def main() -> int:
     print(f"speed ratio, defaults vs baseline: {totals['full'] / totals['default']:.1f}x (target >= 5x); "
           f"from the search size alone: {totals['ours_full'] / totals['default']:.1f}x")
     print("same faces found: " + ("yes" if not mismatches else "NO\n  " + "\n  ".join(mismatches)))
+    if args.shared.is_dir():
+        face_sets_section(args.shared, args.crops_limit)
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -59,6 +59,7 @@ class Face:
                                      # positive = nose toward the image's right
     model: str = "hog"               # which detector found it
     upsample: int = 0                # the upsampling of the pass that found it
+    found_by: str = "search"         # how: see FOUND_BY (search, second opinion, crop fit, assumed crop)
 
     @property
     def width(self) -> int:
@@ -74,6 +75,7 @@ class Face:
             "yaw": round(float(self.yaw), 3),
             "model": self.model,
             "upsample": int(self.upsample),
+            "found_by": self.found_by,
         }
 
 
@@ -236,6 +238,298 @@ def pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------------------------
+# Is it a face? The plausibility of a landmark fit, and the one face finder the stages share
+
+#: How a face was found (``Face.found_by``, recorded in the manifests).
+FOUND_BY = ("search", "second opinion", "crop fit", "assumed crop")
+#: Width / height range of an image that may be a tight face crop (web crops run 0.6-1.6).
+CROP_ASPECT = (0.5, 2.0)
+#: Crop-shaped images up to this longer side get the crop fit before any search: a confident
+#: fit skips the search (the fast path; chandrikadeb7's crops have a median side of ~150 px).
+CROP_FAST_SIDE = 400
+#: Where the face box sits in a tight face crop (fractions of width/height): the crop fit's start.
+CROP_FACE_BOX = (0.15, 0.22, 0.85, 0.88)
+#: Refits of the crop fit, each from the box its last landmarks imply (converges on a face that is
+#: not where CROP_FACE_BOX guessed, so a frontal face off-centre is not measured as turned).
+CROP_FIT_ROUNDS = 3
+#: A crop fit is confident when its last refit moved the landmarks less than this (of the eye
+#: distance) and the face shows its eyes (darker than the cheeks) and skin. Measured on 200
+#: chandrikadeb7 crops and 300 kaggle_fmd scene patches: 109 crops pass, 1 patch.
+CONFIDENT_DRIFT = 0.06
+MIN_EYE_CONTRAST = 0.3
+#: ... and the face fills the crop: jaw width at least this share of the image width (a scene
+#: photo's small faces never pass for one big face). chandrikadeb7 crops: 0.6-0.95.
+CROP_MIN_FILL = 0.45
+#: Share of the cheek-and-nose region whose chroma is skin-like (YCrCb), for faces found without
+#: a detector: the shape predictor draws a face on anything. Also refuses masked faces.
+MIN_SKIN = 0.6
+#: Detector hits: the pixels' evidence of a face, skin share + eye contrast / 2 (see
+#: :func:`face_evidence`). Measured on 184 HOG faces in identities, dlib_landmarks and kaggle_fmd
+#: (masked faces in crowds included: no skin, but dark eyes): 0.8 and up; the suit patch: 0.38.
+MIN_EVIDENCE = 0.6
+#: ... and when it is weaker, landmarks refitted from shifted and scaled boxes must move less than
+#: this (mean, of the eye distance): the predictor returns to a face but wanders on a suit (0.20;
+#: real faces from 0.01, small, partial or masked ones up to 0.75, hence not a test on its own).
+MAX_INSTABILITY = 0.15
+#: The CNN second opinion searches a copy of a small image with this longer side (mmod at upsample
+#: 0: ~0.1-0.2 CPU-s). Found 95 % of the chandrikadeb7 crops HOG missed, nothing in 150 scene patches.
+SECOND_OPINION_SIDE = 160
+SECOND_OPINION_MIN_SCORE = 0.2
+#: Where a face box (HOG's framing) sits around its landmarks: a square of the landmarks' extent,
+#: raised by this fraction of it (measured on HOG detections of chandrikadeb7 crops).
+_BOX_RAISE = 0.078
+
+
+@dataclass
+class FaceSearch:
+    """What :func:`find_faces` found: faces (largest first) and candidates rejected, with why."""
+
+    faces: list[Face]
+    rejected: list[tuple[Face, str]]
+
+    @property
+    def reason(self) -> str:
+        """Why an image without a face has none: ``not a face`` when candidates were rejected."""
+        return "not a face" if self.rejected and not self.faces else "no face"
+
+
+@dataclass(frozen=True)
+class CropFit:
+    """The whole image fitted as a face crop: the face, whether it is confident, and why not."""
+
+    face: Face
+    drift: float        # landmark motion in the last refit, of the eye distance
+    skin: float         # skin share at cheeks and nose
+    eye_contrast: float  # (cheeks - eyes) luminance, in units of the face's luminance spread
+    reason: str | None  # why it is not a face at all (None: plausible)
+
+    fill: float = 1.0   # face width (jaw to jaw) / image width
+
+    @property
+    def confident(self) -> bool:
+        return (self.reason is None and self.drift < CONFIDENT_DRIFT and self.fill >= CROP_MIN_FILL
+                and self.eye_contrast > MIN_EYE_CONTRAST)
+
+
+def _eye_distance(lm: np.ndarray) -> float:
+    return max(float(np.linalg.norm(lm[LEFT_EYE].mean(axis=0) - lm[RIGHT_EYE].mean(axis=0))), 1e-6)
+
+
+def box_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float, float]:
+    """The detector-style box (left, top, right, bottom) that frames these landmarks."""
+    lm = np.asarray(landmarks, np.float64)
+    lo, hi = lm.min(axis=0), lm.max(axis=0)
+    side = float(max(hi - lo))
+    cx, cy = (lo + hi) / 2.0
+    cy -= _BOX_RAISE * side
+    return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
+
+
+def shape_reason(landmarks: np.ndarray) -> str | None:
+    """``implausible landmarks`` when 68 points do not form a face (eyes above the nose above the
+    mouth along the face's own axis, about as wide as tall, eyes apart), else None."""
+    lm = np.asarray(landmarks, np.float64)
+    if lm.shape != (68, 2) or not np.all(np.isfinite(lm)):
+        return "implausible landmarks"
+    up = lm[27] - lm[8]
+    height = float(np.hypot(*up))
+    if height < 1e-6:
+        return "implausible landmarks"
+    up /= height
+    width = float(np.hypot(*(lm[JAW_LEFT] - lm[JAW_RIGHT])))
+    eyes = (lm[36:48].mean(axis=0) - lm[8]) @ up
+    nose = (lm[33] - lm[8]) @ up
+    mouth = (lm[MOUTH].mean(axis=0) - lm[8]) @ up
+    if not (eyes > nose > mouth > 0) or not 0.7 < width / height < 2.4:
+        return "implausible landmarks"
+    if not 0.2 < _eye_distance(lm) / max(width, 1e-6) < 0.75:
+        return "implausible landmarks"
+    return None
+
+
+def fit_instability(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """How far the landmarks move when refitted from shifted and enlarged boxes (mean, of the eye
+    distance): the shape predictor returns to a real face, but wanders on a texture or a suit."""
+    left, top, right, bottom = box_from_landmarks(landmarks)
+    side = right - left
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    moves = []
+    for dx, dy, k in ((0.1, 0.0, 1.0), (-0.1, 0.0, 1.0), (0.0, 0.1, 1.0), (0.0, 0.0, 1.15)):
+        x, y, half = cx + dx * side, cy + dy * side, side * k / 2
+        refit = landmarks_for_box(image, (x - half, y - half, x + half, y + half))
+        moves.append(float(np.linalg.norm(refit - landmarks, axis=1).mean()))
+    return float(np.mean(moves)) / _eye_distance(landmarks)
+
+
+def _region_mask(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1)
+    return mask > 0
+
+
+def face_evidence(image: np.ndarray, landmarks: np.ndarray) -> tuple[float, float]:
+    """(skin share at cheeks and nose, eye contrast) of a fitted face, from its pixels.
+
+    Skin is judged on chroma only (YCrCb), so it holds across skin tones; a mask over the cheeks
+    fails it. Eye contrast is how much darker the eyes are than the cheeks, in units of the face's
+    luminance spread: eyes are dark on every face, and on no wall. Works on the face's region only,
+    at most ~96 px across, so the cost does not grow with the photo.
+    """
+    lm = np.asarray(landmarks, np.float64)
+    h, w = image.shape[:2]
+    x0, y0 = np.floor(lm.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(lm.max(axis=0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return 0.0, 0.0
+    step = max(1, int(max(x1 - x0, y1 - y0) // 96))
+    region = np.ascontiguousarray(image[y0:y1:step, x0:x1:step])
+    if region.ndim == 2:
+        region = cv2.cvtColor(region, cv2.COLOR_GRAY2RGB)
+    pts = (lm - [x0, y0]) / step
+    ycc = cv2.cvtColor(region, cv2.COLOR_RGB2YCrCb)
+    cheeks_nose = _region_mask(region.shape[:2], pts[[1, 2, 3, 13, 14, 15, 29, 30, 31, 35]])
+    cr, cb = ycc[..., 1][cheeks_nose], ycc[..., 2][cheeks_nose]
+    skin = float(((cr >= 133) & (cr <= 178) & (cb >= 77) & (cb <= 130)).mean()) if cr.size else 0.0
+    luma = ycc[..., 0].astype(np.float32)
+    eyes = _region_mask(region.shape[:2], pts[RIGHT_EYE]) | _region_mask(region.shape[:2], pts[LEFT_EYE])
+    cheeks = (_region_mask(region.shape[:2], pts[[1, 2, 3, 31, 48]])
+              | _region_mask(region.shape[:2], pts[[13, 14, 15, 35, 54]]))
+    if not eyes.any() or not cheeks.any():
+        return skin, 0.0
+    contrast = (float(luma[cheeks].mean()) - float(luma[eyes].mean())) / (float(luma.std()) + 1.0)
+    return skin, contrast
+
+
+def _face_from_landmarks(lm: np.ndarray, box: tuple[float, ...], w: int, h: int, score: float,
+                         model: str, upsample: int, found_by: str) -> Face:
+    roll, yaw = pose_from_landmarks(lm)
+    return Face(box=_clip_box(tuple(box), w, h), score=float(score), landmarks=lm, roll=roll, yaw=yaw,
+                model=model, upsample=upsample, found_by=found_by)
+
+
+def settle_landmarks(image: np.ndarray, landmarks: np.ndarray, rounds: int) -> tuple[np.ndarray, float]:
+    """Refit ``rounds`` times, each from the box the last landmarks imply; returns the landmarks
+    and how far the last refit moved them (mean, of the eye distance; inf without a refit)."""
+    lm, drift = landmarks, float("inf")
+    for _ in range(max(0, rounds)):
+        refit = landmarks_for_box(image, box_from_landmarks(lm))
+        drift = float(np.linalg.norm(refit - lm, axis=1).mean()) / _eye_distance(refit)
+        lm = refit
+    return lm, drift
+
+
+def fit_crop(image: np.ndarray, rounds: int = CROP_FIT_ROUNDS) -> CropFit:
+    """Treat the whole image as a tight face crop: landmarks fitted in the usual face box of such
+    crops, then refitted from the box they imply until they settle; judged on shape and pixels."""
+    image = _as_dlib_image(image)
+    h, w = image.shape[:2]
+    box: tuple[float, ...] = (CROP_FACE_BOX[0] * w, CROP_FACE_BOX[1] * h,
+                              CROP_FACE_BOX[2] * w, CROP_FACE_BOX[3] * h)
+    lm, drift = settle_landmarks(image, landmarks_for_box(image, box), rounds - 1)
+    if rounds > 1:
+        box = box_from_landmarks(lm)
+    reason = shape_reason(lm)
+    skin, contrast = face_evidence(image, lm) if reason is None else (0.0, 0.0)
+    if reason is None and skin < MIN_SKIN:
+        reason = "no skin at cheeks and nose"
+    face = _face_from_landmarks(lm, box, w, h, 0.0, "crop", 0, "crop fit")
+    fill = float(np.linalg.norm(lm[JAW_LEFT] - lm[JAW_RIGHT])) / w
+    return CropFit(face, drift, skin, contrast, reason, fill)
+
+
+def is_crop_shaped(height: int, width: int) -> bool:
+    """Whether an image has the proportions of a face crop (the crop fit is tried on those only)."""
+    return height > 0 and CROP_ASPECT[0] <= width / height <= CROP_ASPECT[1]
+
+
+def _second_opinion(image: np.ndarray) -> list[Face]:
+    """dlib's CNN (mmod) on a copy of the image SECOND_OPINION_SIDE px long: faces HOG misses in
+    tight crops (no head around the face), at a cost that does not grow with the photo."""
+    h, w = image.shape[:2]
+    k = SECOND_OPINION_SIDE / max(h, w)
+    small = cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))),
+                       interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+    faces = []
+    for (left, top, right, bottom), score in _run_detector("cnn", np.ascontiguousarray(small), 0):
+        if score < SECOND_OPINION_MIN_SCORE:
+            continue
+        full = (left / k, top / k, right / k, bottom / k)
+        # mmod frames a face tighter than the HOG boxes the shape predictor was trained on: refit
+        # from the box the landmarks imply until they settle (a frontal face fitted in the CNN's
+        # box alone measures as turned)
+        lm, _ = settle_landmarks(image, landmarks_for_box(image, full), CROP_FIT_ROUNDS - 1)
+        faces.append(_face_from_landmarks(lm, full, w, h, score, "cnn", 0, "second opinion"))
+    return faces
+
+
+def detection_reason(image: np.ndarray, face: Face) -> str | None:
+    """Why a detector hit is not a face, whatever its score, or None: its landmarks do not form a
+    face, or the pixels show neither skin nor eyes and the fit wanders when refitted."""
+    reason = shape_reason(face.landmarks)
+    if reason is not None:
+        return reason
+    skin, eyes = face_evidence(image, face.landmarks)
+    if skin + eyes / 2 < MIN_EVIDENCE and fit_instability(image, face.landmarks) > MAX_INSTABILITY:
+        return "unstable landmark fit"
+    return None
+
+
+def _verify(image: np.ndarray, faces: list[Face], stability: bool) -> tuple[list[Face], list[tuple[Face, str]]]:
+    good, rejected = [], []
+    for face in faces:
+        reason = detection_reason(image, face) if stability else shape_reason(face.landmarks)
+        if reason is None:
+            good.append(face)
+        else:
+            rejected.append((face, reason))
+    return good, rejected
+
+
+def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT_MIN_SCORE,
+               upsample: int | None = None, max_side: int = DEFAULT_MAX_SIDE, min_size: float = 0.0,
+               crops: str = "auto", second_opinion: bool = True) -> FaceSearch:
+    """The faces in an RGB uint8 image, as every stage finds them: detected, crops, checked.
+
+    1. A small, crop-shaped image (<= CROP_FAST_SIDE px) is first fitted as a face crop
+       (:func:`fit_crop`); a confident fit is the face, and the search is skipped.
+    2. Otherwise :func:`detect_faces` searches (same ``model``, ``min_score``, ``upsample``,
+       ``max_side``, ``min_size``); each hit must have landmarks that form a face and stay put
+       when refitted (:func:`fit_instability`), whatever its score: the rest are ``rejected``.
+    3. Nothing found in an image up to SMALL_SIDE px: dlib's CNN gives a second opinion on a
+       small copy (``second_opinion``; HOG only).
+    4. Still nothing in a crop-shaped image: a confident crop fit of any size is the face;
+       ``crops="assume"`` also takes a merely plausible one (shape and skin: ``--assume-crop``).
+
+    ``crops="off"`` skips steps 1 and 4.
+    """
+    if crops not in ("auto", "assume", "off"):
+        raise ValueError(f"crops must be auto, assume or off, not {crops!r}")
+    image = _as_dlib_image(image)
+    h, w = image.shape[:2]
+    crop_shaped = crops != "off" and is_crop_shaped(h, w)
+    fit = None
+    if crop_shaped and max(h, w) <= CROP_FAST_SIDE:
+        fit = fit_crop(image)
+        if fit.confident:
+            return FaceSearch([fit.face], [])
+    found = detect_faces(image, model=model, min_score=min_score, upsample=upsample, max_side=max_side,
+                         min_size=min_size)
+    good, rejected = _verify(image, found, stability=True)
+    if not good and second_opinion and model == "hog" and max(h, w) <= SMALL_SIDE:
+        more, more_rejected = _verify(image, _second_opinion(image), stability=False)
+        good, rejected = more, rejected + more_rejected
+    if not good and crop_shaped:
+        fit = fit or fit_crop(image)
+        if fit.confident:
+            good = [fit.face]
+        elif crops == "assume" and fit.reason is None:
+            good = [replace(fit.face, found_by="assumed crop")]
+    good.sort(key=lambda f: (-(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), f.box[0], f.box[1]))
+    return FaceSearch(good, rejected)
+
+
+# ------------------------------------------------------------------------------------------------
 # Alignment
 
 DEFAULT_ALIGN_SIZE = 256
@@ -348,14 +642,17 @@ def process(job: Job) -> list[Produced]:
 
     p = job.params
     image = read_image(job.source)
-    faces = detect_faces(image, model=p["model"], min_score=p["min_score"], upsample=p["upsample"],
-                         max_side=p["max_side"])
+    search = find_faces(image, model=p["model"], min_score=p["min_score"], upsample=p["upsample"],
+                        max_side=p["max_side"])
+    faces = search.faces
     h, w = image.shape[:2]
+    rejected = [dict(f.to_dict(), reason=why) for f, why in search.rejected]
     if not faces:
         scale, passes = search_plan(h, w, p["upsample"], p["max_side"])
-        raise SkipImage("no face", {"image_size": [w, h], "search_scale": round(scale, 4),
-                                    "upsample": passes})
-    produced = []
+        raise SkipImage(search.reason, {"image_size": [w, h], "search_scale": round(scale, 4),
+                                        "upsample": passes, **({"rejected": rejected} if rejected else {})})
+    produced = [Produced(rel="", data=b"", status="skipped", reason="not a face", info={"face": r})
+                for r in rejected]   # one record per false face the check refused, with why
     for k, face in enumerate(faces, start=1):
         crop, matrix = align_face(image, face, size=p["size"], margin=p["margin"])
         info = face_record(face, matrix, k, len(faces))
@@ -375,8 +672,9 @@ def detect_tree(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     """Write an aligned crop of every face under ``input_dir`` to ``output_dir`` (a mirrored tree).
 
     Same defaults as ``maskprep detect``: ``<stem>__face<k>.<ext>`` per face (k = 1 for the largest),
-    one manifest record per face with box, score, landmarks (source and crop pixels), pose and the
-    source->crop affine; photos without a face are recorded as skipped with reason ``no face``.
+    one manifest record per face with box, score, landmarks (source and crop pixels), pose, how it
+    was found and the source->crop affine; photos without a face are recorded as skipped with
+    reason ``no face`` (``not a face`` when the candidates failed the plausibility check).
     Raises ValueError for a bad setting and :class:`maskprep.runner.RunError` for bad folders.
     """
     from maskprep.runner import run_stage

@@ -395,29 +395,41 @@ def test_mask_faces_masks_every_face(faces_by_photo):
     assert not np.array_equal(out, image)
 
 
-def test_assume_crop_masks_tight_crops_the_detector_misses(masks_data, shared_data, tmp_path):
-    """Tight face crops (most of chandrikadeb7) defeat the detector; --assume-crop masks them,
-    while a dog photo and real masked faces are still refused."""
+def test_tight_crops_the_detector_misses_are_masked_by_default(masks_data, shared_data, tmp_path):
+    """Tight face crops (most of chandrikadeb7) defeat HOG; the crop path masks them without a
+    flag and records how each face was found, while a dog photo and real masked faces are refused;
+    --assume-crop still masks what the default does."""
+    from maskprep.faces import detect_faces
+
     src = tmp_path / "in"
     src.mkdir()
-    crops = ["0_0_aidai_0029.jpg"]
-    for name in crops:
-        shutil.copyfile(masks_data / "chandrikadeb7" / "without_mask" / name, src / name)
+    crop = "0_0_aidai_0029.jpg"
+    shutil.copyfile(masks_data / "chandrikadeb7" / "without_mask" / crop, src / crop)
+    image = read_image(src / crop)
+    assert detect_faces(image) == [], "HOG alone misses this crop"
     shutil.copyfile(shared_data / "faces" / "dlib_landmarks" / "dogs.jpg", src / "dogs.jpg")
     masked = sorted((masks_data / "chandrikadeb7" / "with_mask").glob("*.jpg"))[:6]
     for path in masked:
         shutil.copyfile(path, src / f"masked_{path.name}")
 
-    plain = synth_masks(src, tmp_path / "plain", workers=1, progress=False)
-    assert plain.outputs == 0 or plain.reasons["no face"] >= 1
-    summary = synth_masks(src, tmp_path / "out", workers=1, progress=False, assume_crop=True)
-    records = {r.source: r for r in read_manifest(tmp_path / "out")}
-    assert records["0_0_aidai_0029.jpg"].status == "ok"
-    assert records["0_0_aidai_0029.jpg"].info["faces"][0]["assumed_crop"] is True
-    assert records["dogs.jpg"].reason == "no face"
+    summary = synth_masks(src, tmp_path / "out", workers=1, progress=False)
+    records = {r.source: r for r in read_manifest(tmp_path / "out") if r.status != "ok" or r.output}
+    assert records[crop].status == "ok"
+    face = records[crop].info["faces"][0]
+    assert face["found_by"] in ("crop fit", "second opinion")
+    lm = np.array(face["landmarks"], np.float32)
+    out = read_image(tmp_path / "out" / records[crop].output)
+    x, y = np.round(lm[[33, 51, 57]].mean(axis=0)).astype(int)
+    assert np.abs(out[y, x].astype(int) - image[y, x].astype(int)).sum() > 30, "the mask covers the mouth"
+    assert records["dogs.jpg"].status == "skipped"
     refused = sum(records[f"masked_{p.name}"].status == "skipped" for p in masked)
     assert refused >= 4, "already-masked faces should mostly be refused"
     assert summary.outputs >= 1
+
+    assumed = synth_masks(src, tmp_path / "assumed", workers=1, progress=False, assume_crop=True)
+    assert assumed.outputs >= summary.outputs
+    records = {r.source: r for r in read_manifest(tmp_path / "assumed")}
+    assert records[crop].status == "ok" and records["dogs.jpg"].status == "skipped"
 
 
 def test_detect_output_reuses_its_landmarks_without_searching_again(identities, tmp_path):
@@ -440,8 +452,8 @@ def test_detect_output_reuses_its_landmarks_without_searching_again(identities, 
     assert set(records) == set(detected)
     for rel, rec in records.items():
         face = rec.info["faces"][0]
-        if rel == shrunk:
-            assert face["found_by"] == "detector"
+        if rel == shrunk:   # searched, not trusted (a face crop: the crop path may find it)
+            assert face["found_by"] in ("detector", "crop fit", "second opinion")
             continue
         assert face["found_by"] == "manifest"
         lm = np.array(detected[rel].info["landmarks_crop"], np.float32)

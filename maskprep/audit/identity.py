@@ -19,7 +19,6 @@ def _models() -> dict[str, Any]:
         import dlib
 
         from maskprep.resources import dlib_model_path
-        _MODELS["detector"] = dlib.get_frontal_face_detector()
         _MODELS["shape"] = dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat")))
         _MODELS["encoder"] = dlib.face_recognition_model_v1(
             str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")))
@@ -27,23 +26,16 @@ def _models() -> dict[str, Any]:
 
 
 def _detect_boxes(image: np.ndarray, max_side: int = 800) -> list[tuple[int, int, int, int]]:
-    """Face boxes (l, t, r, b): maskprep.faces when it is installed, dlib's HOG detector otherwise."""
-    try:
-        from maskprep.faces import detect_faces
-    except ImportError:
-        detect_faces = None
-    if detect_faces is not None:
-        return [tuple(int(v) for v in f.box) for f in detect_faces(image, model="hog", max_side=max_side)]
-    import cv2
-    h, w = image.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)),
-                                                  interpolation=cv2.INTER_AREA)
-    # Small pictures (tight face crops) need one upsampling for the HOG detector to see the face.
-    upsample = 1 if max(small.shape[:2]) < 500 else 0
-    rects = _models()["detector"](small, upsample)
-    return [(int(r.left() / scale), int(r.top() / scale), int(r.right() / scale), int(r.bottom() / scale))
-            for r in rects]
+    """Face boxes (l, t, r, b) from :func:`maskprep.faces.find_faces`, the finder every stage
+    shares: tight crops are recognised and false faces refused as in ``detect`` and ``synth-masks``."""
+    from maskprep.faces import box_from_landmarks, find_faces
+
+    boxes = []
+    for face in find_faces(image, max_side=max_side).faces:
+        # a crop fit has no detector box: frame its landmarks the way the detector would
+        box = face.box if face.found_by == "search" else box_from_landmarks(face.landmarks)
+        boxes.append(tuple(int(round(v)) for v in box))
+    return boxes
 
 
 def face_descriptors(image: np.ndarray) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:

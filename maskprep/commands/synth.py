@@ -56,11 +56,11 @@ from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS
                    "(default: the detect stage's, 1280; 0 = full size). Smaller is faster but "
                    "misses small faces in big photos.")
 @click.option("--assume-crop", is_flag=True,
-              help="For datasets of tight face crops, which the detector often misses: when no "
-                   "face is found, treat the whole image as the face (landmarks fitted in the "
-                   "usual face box of a crop; images whose landmarks do not look like a face, or "
-                   "whose cheeks and nose are not skin-coloured, are still skipped). Recorded as "
-                   "assumed_crop in the manifest. Not for scene photos or mixed folders.")
+              help="Tight face crops are recognised without this flag (a confident crop fit, "
+                   "or dlib's CNN as a second opinion). With it, a crop whose fit is only "
+                   "plausible is masked too (landmarks that look like a face, skin-coloured "
+                   "cheeks and nose). Recorded as assumed_crop in the manifest. Not for scene "
+                   "photos or mixed folders.")
 @click.option("--landmarks-from", default="auto", show_default=True, metavar="auto|detector|PATH",
               help="Where the faces come from. auto: when IN was written by 'maskprep detect', "
                    "each aligned crop reuses the landmarks detect fitted on the full photo (no "

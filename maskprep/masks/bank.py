@@ -389,8 +389,8 @@ SOURCE_KINDS = ("auto", "faces", "flat")
 def _face_landmarks(image: np.ndarray, assume_crop: bool) -> list[tuple[np.ndarray, str]]:
     """(landmarks, how found) of the faces in a photo: the detector's, or for a tight crop the
     landmarks fitted in its usual face box (synth-masks --assume-crop)."""
-    from maskprep.faces import landmarks_for_box
-    from maskprep.masks.synth import CROP_FACE_BOX, find_faces
+    from maskprep.faces import CROP_FACE_BOX, landmarks_for_box
+    from maskprep.masks.synth import find_faces
 
     faces = [(f.landmarks, "detector") for f in find_faces(image)]
     if not faces and assume_crop:

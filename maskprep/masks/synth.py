@@ -7,7 +7,7 @@ runner, and ``synth_masks`` runs it over a tree with the same defaults as the co
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -38,10 +38,6 @@ from maskprep.runner import Job, Produced, SkipImage, Summary, output_rel, run_s
 
 STAGE = "synth-masks"
 ALPHA_DIR = ".alpha"   # hidden, so later stages never mistake the coverage labels for photos
-# Where the face box sits in a tight face crop (fractions of width/height), measured on the crops
-# of masks/chandrikadeb7 where the detector did find the face: used by ``assume_crop``.
-CROP_FACE_BOX = (0.15, 0.22, 0.85, 0.88)
-CROP_MIN_SKIN = 0.6
 # --color random: share of outputs in the mask's natural colour; the others draw from the palette
 # of real mask colours (templates.real_palette), each colour as often as in real photos.
 RANDOM_NATURAL = 0.3
@@ -55,59 +51,52 @@ class FaceFound:
     score: float
     landmarks: np.ndarray
     image_size: tuple[int, int] | None = None   # (w, h) of the image the landmarks belong to, if recorded
+    found_by: str = "detector"                  # detector, second opinion, crop fit, assumed crop, manifest
 
 
 # ------------------------------------------------------------------------------------------------
-# Faces
+# Faces: maskprep.faces.find_faces owns how they are found (search, crop fit, second opinion)
 
-def find_faces(image: np.ndarray, max_side: int | None = None,
-               min_face: float = DEFAULT_MIN_FACE) -> list[FaceFound]:
-    """Faces with 68 landmarks from :func:`maskprep.faces.detect_faces` (dlib HOG, its defaults).
+def _found(face: Any) -> FaceFound:
+    # synth-masks' manifests have always called a search hit "detector"
+    how = "detector" if face.found_by == "search" else face.found_by
+    return FaceFound(tuple(int(v) for v in face.box), float(face.score),
+                     np.asarray(face.landmarks, np.float32), found_by=how)
+
+
+def search_faces(image: np.ndarray, max_side: int | None = None, min_face: float = DEFAULT_MIN_FACE,
+                 assume_crop: bool = False) -> tuple[list[FaceFound], list[tuple[FaceFound, str]]]:
+    """(faces, rejected candidates with why) from :func:`maskprep.faces.find_faces`.
 
     ``max_side`` bounds the copy the detector searches (faster, misses smaller faces); None keeps
     the detector's default. Photos larger than an explicit ``max_side`` are searched in one pass.
     No search pass is spent on faces smaller than ``min_face`` px (they would not be masked).
     """
-    from maskprep.faces import DEFAULT_MAX_SIDE, detect_faces
+    from maskprep.faces import DEFAULT_MAX_SIDE, find_faces as find
 
     upsample = None
     if max_side is not None and 0 < max_side < max(image.shape[:2]):
         # An explicit, smaller search copy asks for speed: no upsampling passes on it (the
         # detector's auto mode would upsample a copy of 640 px or less twice).
         upsample = 0
-    faces = detect_faces(image, max_side=DEFAULT_MAX_SIDE if max_side is None else int(max_side),
-                         upsample=upsample, min_size=min_face)
-    return [FaceFound(tuple(int(v) for v in f.box), float(f.score),
-                      np.asarray(f.landmarks, np.float32)) for f in faces]
+    search = find(image, max_side=DEFAULT_MAX_SIDE if max_side is None else int(max_side),
+                  upsample=upsample, min_size=min_face, crops="assume" if assume_crop else "auto")
+    return [_found(f) for f in search.faces], [(_found(f), why) for f, why in search.rejected]
+
+
+def find_faces(image: np.ndarray, max_side: int | None = None,
+               min_face: float = DEFAULT_MIN_FACE) -> list[FaceFound]:
+    """The faces with 68 landmarks that ``synth-masks`` masks (see :func:`search_faces`)."""
+    return search_faces(image, max_side, min_face)[0]
 
 
 def crop_face(image: np.ndarray) -> FaceFound | None:
-    """Treat the whole image as a tight face crop: landmarks fitted in the usual face box of such
-    crops. None when they do not look like a face (see :func:`maskprep.masks.fit.check_face`)."""
-    from maskprep.faces import landmarks_for_box
+    """Treat the whole image as a tight face crop (``--assume-crop``): the crop fit of
+    :func:`maskprep.faces.fit_crop`, or None when it does not look like a face."""
+    from maskprep.faces import fit_crop
 
-    h, w = image.shape[:2]
-    box = (CROP_FACE_BOX[0] * w, CROP_FACE_BOX[1] * h, CROP_FACE_BOX[2] * w, CROP_FACE_BOX[3] * h)
-    lm = np.asarray(landmarks_for_box(image, box), np.float32)
-    if check_face(lm, min_face=0, max_yaw=1.0, max_roll=90.0) is not None:
-        return None
-    # The shape predictor draws a face on anything; ask the cheeks and nose to look like skin
-    # (chroma only, so it holds across skin tones) and be uncovered (a masked face fails it).
-    if skin_fraction(image, lm) < CROP_MIN_SKIN:
-        return None
-    return FaceFound(tuple(int(round(v)) for v in box), 0.0, lm)
-
-
-def skin_fraction(image: np.ndarray, landmarks: np.ndarray) -> float:
-    """Share of the cheek-and-nose region whose chroma falls in the usual skin range (YCrCb)."""
-    hull = cv2.convexHull(np.round(landmarks[[1, 2, 3, 13, 14, 15, 29, 30, 31, 35]]).astype(np.int32))
-    region = np.zeros(image.shape[:2], np.uint8)
-    cv2.fillConvexPoly(region, hull, 1)
-    ycc = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)[region > 0]
-    if len(ycc) == 0:
-        return 0.0
-    cr, cb = ycc[:, 1], ycc[:, 2]
-    return float(((cr >= 133) & (cr <= 178) & (cb >= 77) & (cb <= 130)).mean())
+    fit = fit_crop(image)
+    return None if fit.reason is not None else _found(fit.face)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,24 +338,25 @@ def process(job: Job) -> list[Produced]:
     faces = None
     if p.get("landmarks_from"):
         faces = known_faces(p["landmarks_from"], job.rel, image.shape)
-    found_by = "detector" if faces is None else "manifest"
-    if faces is None:
-        faces = find_faces(image, p.get("max_side"), p.get("min_face", DEFAULT_MIN_FACE))
-    assumed = False
-    if not faces and p.get("assume_crop"):
-        crop = crop_face(image)
-        faces, assumed = ([crop], True) if crop is not None else ([], False)
-    if not faces:
-        raise SkipImage("no face")
+    rejected: list[tuple[FaceFound, str]] = []
+    if faces is not None:
+        faces = [replace(f, found_by="manifest") for f in faces]
+    else:
+        faces, rejected = search_faces(image, p.get("max_side"), p.get("min_face", DEFAULT_MIN_FACE),
+                                       bool(p.get("assume_crop")))
     good, skipped = [], []
-    for f in faces:
-        reason = check_face(f.landmarks, min_face=p.get("min_face", DEFAULT_MIN_FACE),
-                            max_yaw=p.get("max_yaw", DEFAULT_MAX_YAW))
-        entry = {"box": list(f.box), "score": None if assumed else round(f.score, 3),
-                 "found_by": "assumed crop" if assumed else found_by,
-                 **({"assumed_crop": True} if assumed else {}),
+    for f, why in [(f, None) for f in faces] + rejected:
+        reason = why or check_face(f.landmarks, min_face=p.get("min_face", DEFAULT_MIN_FACE),
+                                   max_yaw=p.get("max_yaw", DEFAULT_MAX_YAW))
+        crop = f.found_by in ("crop fit", "assumed crop")
+        entry = {"box": list(f.box), "score": None if crop else round(f.score, 3), "found_by": f.found_by,
+                 **({"assumed_crop": True} if f.found_by == "assumed crop" else {}),
                  "landmarks": np.round(f.landmarks, 1).tolist(), **face_info(f.landmarks)}
-        (skipped if reason else good).append((f, entry, reason))
+        if why:
+            entry["rejected"] = why
+        (skipped if reason else good).append((f, entry, "not a face" if why else reason))
+    if not good and not skipped:
+        raise SkipImage("no face")
     if not good:
         raise SkipImage(skipped[0][2], {"faces": [dict(e, reason=r) for _, e, r in skipped]})
 

@@ -1,0 +1,102 @@
+"""The shared face finder (maskprep.faces.find_faces): tight crops, false faces, the suit patch."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from maskprep.faces import detect_faces, find_faces, fit_crop
+from maskprep.images import read_image
+
+from conftest import REPO_ROOT, require_shared
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import face_sets  # noqa: E402  (the sets bench_detect.py measures on)
+
+
+def test_a_tight_crop_hog_misses_is_found_by_the_crop_fit_and_is_frontal():
+    crops = require_shared("masks", "chandrikadeb7", "without_mask")
+    image = read_image(crops / "0_0_aidai_0029.jpg")
+    assert detect_faces(image) == []
+    fit = fit_crop(image)
+    assert fit.reason is None and fit.skin > 0.6
+    search = find_faces(image)
+    assert len(search.faces) == 1 and search.faces[0].found_by in ("crop fit", "second opinion")
+    face = search.faces[0]
+    # the whole face, frontal: a crop of a frontal face must not measure as turned
+    assert abs(face.yaw) < 0.3 and abs(face.roll) < 15
+    lm = face.landmarks
+    assert lm[36:48, 1].mean() < lm[30, 1] < lm[48:68, 1].mean() < lm[8, 1]
+
+
+def test_the_demo_suit_patch_is_rejected_with_a_reason_and_the_face_kept():
+    """The demo's tilted, brightened astronaut: HOG scores a suit patch 0.57, above --min-score."""
+    shot = face_sets.demo_tilted_astronaut()
+    left, top, right, bottom = face_sets.SUIT_PATCH_BOX
+    raw = detect_faces(shot)
+    assert any(abs(f.box[0] - left) < 15 and abs(f.box[1] - top) < 15 for f in raw), "HOG hits the suit"
+    search = find_faces(shot)
+    assert len(search.faces) == 1 and search.faces[0].box[3] < 200   # the head, not the suit
+    assert [why for f, why in search.rejected if abs(f.box[0] - left) < 15] == ["unstable landmark fit"]
+    # cut out on its own, the patch is no face either
+    alone = find_faces(face_sets.suit_patch())
+    assert alone.faces == []
+
+
+@pytest.mark.parametrize("index", [0, 7])
+def test_a_scene_patch_without_a_face_is_rejected(index):
+    kaggle = require_shared("masks", "kaggle_fmd")
+    name, patch = face_sets.scene_patches(kaggle, index + 1)[index]
+    assert find_faces(patch).faces == [], name
+
+
+def test_a_skin_coloured_body_patch_is_no_face():
+    kaggle = require_shared("masks", "kaggle_fmd")
+    for name, patch in face_sets.body_patches(kaggle, 3):
+        assert find_faces(patch).faces == [], name
+
+
+def test_detect_records_the_rejected_suit_patch(tmp_path):
+    from maskprep.faces import detect_tree
+    from maskprep.images import write_image
+    from maskprep.manifest import read_manifest
+
+    src = tmp_path / "in"
+    write_image(src / "astronaut_tilt.png", face_sets.demo_tilted_astronaut())
+    write_image(src / "suit.png", face_sets.suit_patch())
+    summary = detect_tree(src, tmp_path / "out", workers=1, progress=False)
+    assert summary.outputs == 1
+    records = read_manifest(tmp_path / "out")
+    ok = [r for r in records if r.status == "ok"]
+    assert [r.info["found_by"] for r in ok] == ["search"]
+    refused = [r for r in records if r.status == "skipped" and r.source == "astronaut_tilt.png"]
+    assert [r.reason for r in refused] == ["not a face"]
+    assert refused[0].info["face"]["reason"] == "unstable landmark fit"
+    suit = [r for r in records if r.source == "suit.png"]
+    assert len(suit) == 1 and suit[0].status == "skipped"
+
+
+def test_a_confident_crop_fit_skips_the_search(monkeypatch):
+    """The fast path: a small crop whose fit is confident is the face; the detector never runs."""
+    import maskprep.faces as faces
+
+    crops = require_shared("masks", "chandrikadeb7", "without_mask")
+    confident = None
+    for path in sorted(crops.glob("0_0_*.jpg"))[:40]:
+        image = read_image(path)
+        if max(image.shape[:2]) <= faces.CROP_FAST_SIDE and fit_crop(image).confident:
+            confident = image
+            break
+    assert confident is not None, "no confident crop fit among 40 small crops"
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched although the crop fit was confident")
+
+    monkeypatch.setattr(faces, "detect_faces", no_search)
+    search = find_faces(confident)
+    assert [f.found_by for f in search.faces] == ["crop fit"]
+    # a scene photo is never taken for one big face: its search still runs
+    scene = read_image(require_shared("masks", "kaggle_fmd", "images", "maksssksksss0.jpg"))
+    with pytest.raises(AssertionError, match="searched"):
+        find_faces(scene)
