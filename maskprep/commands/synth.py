@@ -32,8 +32,9 @@ from maskprep.masks.templates import COLORS, MASK_TYPES, PATTERNS
                    "Cost grows linearly; detection runs once per photo.")
 @click.option("--color", default="natural", show_default=True,
               help="natural (each mask's own colour: light-blue surgical, white KF94, charcoal "
-                   f"cloth, off-white N95), random (natural half the time, else mostly black, white "
-                   f"or light blue), #rrggbb, or one of: {', '.join(COLORS)}.")
+                   f"cloth, off-white N95), random (natural 30% of the time, else drawn from the "
+                   f"colours of real masks measured in photos, mostly black, white and light blue), "
+                   f"#rrggbb, or one of: {', '.join(COLORS)}.")
 @click.option("--pattern", type=click.Choice([*PATTERNS, "random"]), default="none", show_default=True,
               help="A printed pattern over the colour (random: plain 80% of the time).")
 @click.option("--save-alpha", is_flag=True,
