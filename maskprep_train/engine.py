@@ -723,8 +723,8 @@ CROP_MIN_FACE_SHARE = 0.25
 def crop_warning(image: np.ndarray) -> str | None:
     """Why ``image`` does not look like a face crop (several faces, or a small face in a big picture),
     or None. Pictures where no face is found (tight crops often) get no warning."""
-    from maskprep.faces import detect_faces
-    faces = detect_faces(image, max_side=640)
+    from maskprep.faces import find_faces
+    faces = find_faces(image, max_side=640, crops="off").faces   # false faces are refused, as in detect
     if not faces:
         return None
     if len(faces) > 1:
@@ -773,8 +773,8 @@ def predict(checkpoint: str | os.PathLike, images: Sequence[str | os.PathLike],
                     result["warning"] = f"not a face crop like the training images: {warning}"
                 out.append(result)
                 continue
-            from maskprep.faces import align_face, detect_faces
-            faces = detect_faces(image)
+            from maskprep.faces import align_face, find_faces
+            faces = find_faces(image).faces   # the face finder detect uses: crops, no false faces
             if not faces:
                 out.append({"path": str(path), "error": "no face"})
             for k, face in enumerate(faces, start=1):
