@@ -287,6 +287,39 @@ def bench_false_pairs(src: Path, workers: int, seed: int = 0) -> None:
               f"{'PASS' if seconds <= 2 * old else 'OVER'}")
 
 
+def bench_index(src: Path, sizes: list[int], sample: int = 1000, threshold: float = 0.8) -> None:
+    """The masked-copy candidate index (pairs.cosine_pairs) against all-pairs products as the set grows.
+
+    Descriptors: real ones of chandrikadeb7 photos (plain and grid), mixed in random pairs with noise to
+    reach each size; one query per file. The all-pairs time is measured on ``sample`` queries and scaled."""
+    from maskprep.audit.geometry import align_data
+    from maskprep.audit.hashing import prepare
+    from maskprep.audit.pairs import cosine_pairs
+    print(f"\n== candidate index: cosine >= {threshold}, one query per file, inverted file (4 probes) vs all pairs")
+    rng = np.random.default_rng(0)
+    real = []
+    for p in list_images(src)[:300]:
+        a = align_data(prepare(read_image(p)))
+        real.append(a.descriptor.astype(np.float32))
+        real.extend(a.grid[::7].astype(np.float32))
+    real = np.stack(real)
+    for n in sizes:
+        mix = rng.uniform(0.5, 1.0, (n, 1)).astype(np.float32)
+        table = mix * real[rng.integers(len(real), size=n)] + (1 - mix) * real[rng.integers(len(real), size=n)]
+        table += rng.normal(0, 0.02, table.shape).astype(np.float32)
+        table /= np.linalg.norm(table, axis=1, keepdims=True)
+        queries = table + rng.normal(0, 0.03, table.shape).astype(np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        (i, j, _), t_index = timed(cosine_pairs, queries, table, threshold)
+        s = min(sample, n)
+        sims, t_brute = timed(lambda: queries[:s] @ table.T)
+        exact = set(zip(*[a.tolist() for a in np.nonzero(sims >= threshold)]))
+        got = {(a, b) for a, b in zip(i.tolist(), j.tolist()) if a < s}
+        print(f"  {n:6d} files: index {t_index:6.2f} s, all pairs {t_brute * n / s:7.2f} s (scaled from {s} "
+              f"queries) -> {t_brute * n / s / t_index:5.1f}x; recall of the pairs >= {threshold}: "
+              f"{len(got & exact) / max(1, len(exact)):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -297,13 +330,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--masked", type=int, default=200, help="photos augmented and masked (issue 15 bar)")
     ap.add_argument("--only-masked", action="store_true", help="run only the issue 15 masked-copy benchmarks")
+    ap.add_argument("--index-sizes", default="2000,8000,32000", help="files for the candidate-index benchmark")
+    ap.add_argument("--only-index", action="store_true", help="run only the candidate-index benchmark")
     args = ap.parse_args()
     src = (args.data / "masks" / "chandrikadeb7").resolve()
     if not src.is_dir():
         sys.exit(f"shared data not found at {src}: pass --data")
     print(f"maskprep audit benchmark; {os.cpu_count()} cores; numpy {np.__version__}, OpenCV {cv2.__version__}")
+    if args.only_index:
+        bench_index(src, [int(x) for x in args.index_sizes.split(",")])
+        return
     bench_masked_copies(src, args.masked, args.workers)
     bench_false_pairs(src, args.workers)
+    bench_index(src, [int(x) for x in args.index_sizes.split(",")])
     if args.only_masked:
         return
     bench_hashing(list_images(src)[:300])
