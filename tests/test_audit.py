@@ -639,3 +639,31 @@ def test_pipeline_output_passes_fail_on_duplicates_until_an_unrecorded_copy_is_a
     shutil.copyfile(crop, crop.with_name("copy_of_a_crop.jpg"))
     fail = runner.invoke(cli, ["audit", str(tree), "-q", "-j", "1", "--fail-on", "duplicates"])
     assert fail.exit_code == 1, fail.output
+
+
+def test_masked_copy_candidates_come_from_an_index_that_finds_what_all_pairs_find(masks_data):
+    """The candidate step looks each augmented descriptor up in an inverted-file index; on real photos it
+    keeps the pairs an all-pairs comparison keeps (exactly, when every cell is probed) and, with the
+    default probes, an augmented copy's partner, while comparing far fewer pairs."""
+    from maskprep.audit.geometry import align_data, candidate_pairs
+    from maskprep.audit.hashing import prepare
+    from maskprep.audit.pairs import cosine_pairs
+    photos = list_images(masks_data / "chandrikadeb7" / "without_mask")[:160]
+    images = [read_image(p) for p in photos]
+    copies = [_augment(images[k], *plan) for k, plan in ((3, (True, 14.0, 1.2, 0.8)), (50, (False, -17.0, 0.85, 1.2)))]
+    data = [align_data(prepare(im)) for im in images + copies]
+    splits = ["train"] * len(images) + ["test"] * len(copies)
+    exhaustive = candidate_pairs(data, splits, probes=10 ** 6)
+    indexed = candidate_pairs(data, splits)
+    assert len(set(indexed) & set(exhaustive)) >= 0.9 * len(exhaustive)
+    for copy, original in ((160, 3), (161, 50)):
+        assert (copy, original) in indexed or (original, copy) in indexed
+    # the index itself: exact when every cell is probed, and a product count well under all pairs
+    table = np.stack([d.descriptor for d in data]).astype(np.float32)
+    queries = np.concatenate([d.grid for d in data]).astype(np.float32)
+    full = set(zip(*[a.tolist() for a in cosine_pairs(queries, table, 0.65, probes=10 ** 6)[:2]]))
+    brute = set(zip(*[a.tolist() for a in np.nonzero(queries @ table.T >= 0.65)]))
+    assert full == brute
+    close = set(zip(*[a.tolist() for a in np.nonzero(queries @ table.T >= 0.8)]))
+    probed = set(zip(*[a.tolist() for a in cosine_pairs(queries, table, 0.8)[:2]]))   # default probes
+    assert probed <= close and len(probed) >= 0.95 * len(close)

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from maskprep.audit.hashing import MASK_REGION
+from maskprep.audit.pairs import cosine_pairs
 
 FRAME_SIDE = 32          # the square grey frame the grid is warped on
 DESC_SIDE = 16           # descriptor grid before the mask area is cut out
@@ -35,12 +36,13 @@ GRID_ANGLES = (-18.0, -12.0, -6.0, 0.0, 6.0, 12.0, 18.0)
 GRID_SCALES = (0.84, 1.0, 1.19)
 CANDIDATE_SIMILARITY = 0.65   # cosine of descriptors; below it a masked copy is rare and candidates many
 CANDIDATES_PER_FILE = 6       # best candidates kept per file and direction
+INDEX_PROBES = 4              # cells of the inverted-file index each grid descriptor is compared with
 MIN_INLIERS = 15              # RANSAC inliers (tight crops of two people aligned alike reach 15-25)
 MIN_INLIER_SHARE = 0.2       # share of ratio-test matches that fit the transform (other faces 0.15-0.27)
 MAX_ROTATION = 25.0
-# Measured (benchmarks/bench_audit.py's planting on 124 masked copies of 40 augmented chandrikadeb7 photos, and
-# a random 80/20 split of chandrikadeb7 looked at by eye): these keep 115/119 confirmed planted copies and
-# leave about 5-7 pairs of different photos in 1 798 files.
+# Measured (benchmarks/bench_audit.py: 193 masked copies of augmented chandrikadeb7 photos, and a random 80/20
+# split of chandrikadeb7 looked at by eye, docs/audit.md): these confirm 172 of the 184 planted candidates and
+# leave 6 pairs of different photos in 1 798 files (0.33 %).
 MIN_CORRELATION = 0.9         # aligned views outside the mask area
 MIN_CORRELATION_STRONG = 0.7  # ... when many matches fit the transform:
 STRONG_INLIERS = 30
@@ -117,37 +119,35 @@ def align_data(prepared: np.ndarray) -> AlignData:
 
 
 def candidate_pairs(data: list[AlignData], splits: list[str], min_similarity: float = CANDIDATE_SIMILARITY,
-                    per_file: int = CANDIDATES_PER_FILE, block: int = 256
+                    per_file: int = CANDIDATES_PER_FILE, probes: int = INDEX_PROBES
                     ) -> dict[tuple[int, int], tuple[float, int]]:
     """Cross-split ``{(i, j): (similarity, grid index)}``, ``i`` the query whose grid variant matched.
 
+    The plain descriptors go into an inverted-file index (:func:`maskprep.audit.pairs.cosine_pairs`);
+    every grid descriptor of every file is looked up in it, so no file is compared with all others.
     Each file keeps its ``per_file`` best partners in other splits above ``min_similarity``."""
     n = len(data)
     if n < 2:
         return {}
     table = np.stack([d.descriptor for d in data]).astype(np.float32)          # (n, d)
-    split_ids = np.unique(np.asarray(splits), return_inverse=True)[1]
     v = data[0].grid.shape[0]
+    queries = np.concatenate([d.grid for d in data]).astype(np.float32)        # (n * V, d), file-major
+    rows, j, sim = cosine_pairs(queries, table, min_similarity, probes=probes)
+    i, variant = rows // v, rows % v
+    split_ids = np.unique(np.asarray(splits), return_inverse=True)[1]
+    cross = split_ids[i] != split_ids[j]
+    i, j, sim, variant = i[cross], j[cross], sim[cross], variant[cross]
+    # Best grid variant per (i, j), then the per_file best partners of each i; ties broken by index so
+    # the result does not depend on the order the index returned them in.
+    order = np.lexsort((variant, j, -sim, i))
+    i, j, sim, variant = i[order], j[order], sim[order], variant[order]
     out: dict[tuple[int, int], tuple[float, int]] = {}
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        q = np.stack([d.grid for d in data[start:stop]]).astype(np.float32)      # (b, V, d)
-        sims = q.reshape(-1, q.shape[2]) @ table.T                               # (b*V, n)
-        sims = sims.reshape(stop - start, v, n)
-        best_v = sims.argmax(1)                                                   # (b, n)
-        best = np.take_along_axis(sims, best_v[:, None, :], 1)[:, 0, :]           # (b, n)
-        same = split_ids[start:stop, None] == split_ids[None, :]
-        best[same] = -1.0
-        k = min(per_file, n)
-        top = np.argpartition(-best, k - 1, axis=1)[:, :k]
-        for r in range(stop - start):
-            for j in top[r]:
-                s = float(best[r, j])
-                if s >= min_similarity:
-                    i = start + r
-                    key = (i, int(j))
-                    if key not in out or out[key][0] < s:
-                        out[key] = (s, int(best_v[r, j]))
+    kept: dict[int, int] = {}
+    for a, b, s, w in zip(i.tolist(), j.tolist(), sim.tolist(), variant.tolist()):
+        if (a, b) in out or kept.get(a, 0) >= per_file:
+            continue
+        out[(a, b)] = (float(s), int(w))
+        kept[a] = kept.get(a, 0) + 1
     return out
 
 
