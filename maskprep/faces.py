@@ -499,9 +499,9 @@ def hog_check(image: np.ndarray, landmarks: np.ndarray) -> float:
     matrix = np.array([[k, 0, -x0 * k], [0, k, -y0 * k]], np.float64)
     small = cv2.warpAffine(_hog_gray(image), matrix, (n, n), borderMode=cv2.BORDER_REPLICATE,
                            flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
-    centre = n / 2
+    centre, reach = n / 2, 0.25 * VERIFY_SIDE
     near = [score for (l, t, r, b), score in _hog_hits(small, -2.0)
-            if abs((l + r) / 2 - centre) < 0.25 * VERIFY_SIDE and abs((t + b) / 2 - centre) < 0.25 * VERIFY_SIDE]
+            if abs((l + r) / 2 - centre) < reach and abs((t + b) / 2 - centre) < reach]
     return max(near, default=float("-inf"))
 
 

@@ -77,6 +77,17 @@ def test_detect_records_the_rejected_suit_patch(tmp_path):
     assert len(suit) == 1 and suit[0].status == "skipped"
 
 
+def _forbid_the_costly_search(monkeypatch) -> None:
+    """Make the full HOG search and the CNN second opinion fail loudly if they run."""
+    import maskprep.faces as faces
+
+    def searched(*args, **kwargs):
+        raise AssertionError("searched: the full search or the CNN ran")
+
+    monkeypatch.setattr(faces, "detect_faces", searched)
+    monkeypatch.setattr(faces, "_second_opinion", searched)
+
+
 def test_a_confident_crop_fit_skips_the_search(monkeypatch):
     """The fast path: a small crop the quick look misses but whose fit is confident is the face;
     the detector never runs."""
@@ -92,11 +103,7 @@ def test_a_confident_crop_fit_skips_the_search(monkeypatch):
             break
     assert confident is not None, "no confident crop fit the quick look misses among 40 small crops"
 
-    def no_search(*args, **kwargs):
-        raise AssertionError("searched although the crop fit was confident")
-
-    monkeypatch.setattr(faces, "detect_faces", no_search)
-    monkeypatch.setattr(faces, "_second_opinion", no_search)
+    _forbid_the_costly_search(monkeypatch)
     search = find_faces(confident)
     assert [f.found_by for f in search.faces] == ["crop fit"]
     # a scene photo is never taken for one big face: its search still runs
@@ -108,16 +115,10 @@ def test_a_confident_crop_fit_skips_the_search(monkeypatch):
 def test_the_quick_look_finds_a_tight_crop_without_the_full_search(monkeypatch):
     """The cheap path: HOG once on a small padded copy; neither the search nor the CNN runs, and
     the landmarks, refitted until they settle, describe the face the crop holds."""
-    import maskprep.faces as faces
-
     crops = require_shared("masks", "chandrikadeb7", "without_mask")
     image = read_image(crops / "0_0_aidai_0014.jpg")
 
-    def costly(*args, **kwargs):
-        raise AssertionError("the full search or the CNN ran")
-
-    monkeypatch.setattr(faces, "detect_faces", costly)
-    monkeypatch.setattr(faces, "_second_opinion", costly)
+    _forbid_the_costly_search(monkeypatch)
     search = find_faces(image)
     assert [f.found_by for f in search.faces] == ["quick look"]
     face = search.faces[0]
