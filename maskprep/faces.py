@@ -453,7 +453,8 @@ def settle_landmarks(image: np.ndarray, landmarks: np.ndarray, rounds: int) -> t
 
 def fit_crop(image: np.ndarray, rounds: int = CROP_FIT_ROUNDS) -> CropFit:
     """Treat the whole image as a tight face crop: landmarks fitted in the usual face box of such
-    crops, then refitted from the box they imply until they settle; judged on shape and pixels."""
+    crops, then refitted from the box they imply until they settle; judged on shape and pixels,
+    and a plausible fit that is not settled is shown to HOG (:func:`hog_check`)."""
     image = _as_dlib_image(image)
     h, w = image.shape[:2]
     box: tuple[float, ...] = (CROP_FACE_BOX[0] * w, CROP_FACE_BOX[1] * h,
@@ -618,8 +619,9 @@ def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT
     1. A crop-shaped image (HOG only) gets the :func:`quick_look`: faces filling most of it.
     2. Nothing there in a small crop (<= CROP_FAST_SIDE px): it is fitted as a face crop
        (:func:`fit_crop`); a confident fit (settled, or plausible and confirmed by
-       :func:`hog_check`) is the face. Crops up to CROP_NO_SEARCH_SIDE px stop here unless the
-       fit is plausible, yet unsure: then only the CNN second opinion (3.) looks again.
+       :func:`hog_check`) is the face. Crops up to CROP_NO_SEARCH_SIDE px skip the full search
+       (unless the quick look saw a face it was unsure of), and get the CNN second opinion (3.)
+       only when the fit is plausible, yet unconfirmed.
     3. Otherwise :func:`detect_faces` searches (same ``model``, ``min_score``, ``upsample``,
        ``max_side``, ``min_size``); nothing found in an image up to SMALL_SIDE px: dlib's CNN
        gives a second opinion on a small copy (``second_opinion``; HOG only).
