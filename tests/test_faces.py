@@ -143,3 +143,31 @@ def test_a_small_crop_without_a_plausible_face_is_not_searched_at_full_cost(monk
             continue   # a plausible fit may still ask the CNN: not this test's case
         assert find_faces(patch).faces == [], name
     assert calls == []
+
+
+def test_hog_confirms_an_unsettled_crop_fit_and_refuses_a_cat():
+    """A crop fit that looks like a face but has not settled is taken only when HOG, run once on
+    a copy framed on it, sees a face there: a real crop passes, a cat's face does not."""
+    import maskprep.faces as faces
+
+    crops = require_shared("masks", "chandrikadeb7", "without_mask")
+    confirmed = None
+    for path in sorted(crops.glob("1_0_*.jpg"))[:60]:
+        fit = fit_crop(read_image(path))
+        if (fit.reason is None and not fit.settled and fit.hog_score is not None
+                and fit.hog_score >= faces.VERIFY_MIN_SCORE):
+            confirmed = fit
+            break
+    assert confirmed is not None, "no crop fit confirmed by HOG among 60 crops"
+    assert confirmed.confident
+    lm = confirmed.face.landmarks
+    assert lm[36:48, 1].mean() < lm[30, 1] < lm[48:68, 1].mean() < lm[8, 1]
+
+    cats = [(name, patch) for name, patch in face_sets.texture_patches()
+            if name.split("/")[1].startswith(("chelsea", "cat"))]
+    plausible = [(name, patch) for name, patch in cats if fit_crop(patch).reason is None]
+    assert plausible, "no cat patch the shape predictor draws a plausible face on"
+    for name, patch in plausible:
+        fit = fit_crop(patch)
+        assert not fit.confident, name
+        assert find_faces(patch).faces == [], name
