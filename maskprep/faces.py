@@ -512,7 +512,8 @@ def quick_look(image: np.ndarray, min_score: float = DEFAULT_MIN_SCORE) -> list[
     HOG at upsample 0 on a copy QUICK_SIDE px long, padded by QUICK_PAD of it (replicated
     border: a tight crop lacks the brow and chin around the face HOG's window expects); hits
     scoring from ``min_score - QUICK_SCORE_DROP``, landmarks fitted at full resolution.
-    Unchecked: :func:`find_faces` puts every hit through :func:`detection_reason`.
+    Unchecked: :func:`find_faces` settles and checks every hit, and when one is a face it does
+    not search further (smaller faces around a face this large are not looked for).
     """
     image = _as_dlib_image(image)
     h, w = image.shape[:2]
