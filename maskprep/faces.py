@@ -196,8 +196,7 @@ def detect_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAU
         roll, yaw = pose_from_landmarks(lm)
         faces.append(Face(box=box, score=float(score), landmarks=lm, roll=roll, yaw=yaw,
                           model=model, upsample=used))
-    faces.sort(key=lambda f: (-(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), f.box[0], f.box[1]))
-    return faces
+    return _largest_first(faces)
 
 
 def _clip_box(box: tuple[float, float, float, float], w: int, h: int) -> tuple[int, int, int, int]:
@@ -241,7 +240,7 @@ def pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float]:
 # Is it a face? The plausibility of a landmark fit, and the one face finder the stages share
 
 #: How a face was found (``Face.found_by``, recorded in the manifests).
-FOUND_BY = ("search", "second opinion", "crop fit", "assumed crop")
+FOUND_BY = ("quick look", "search", "second opinion", "crop fit", "assumed crop")
 #: Width / height range of an image that may be a tight face crop (web crops run 0.6-1.6).
 CROP_ASPECT = (0.5, 2.0)
 #: Crop-shaped images up to this longer side get the crop fit before any search: a confident
@@ -272,12 +271,37 @@ MIN_EVIDENCE = 0.6
 #: real faces from 0.01, small, partial or masked ones up to 0.75, hence not a test on its own).
 MAX_INSTABILITY = 0.15
 #: The CNN second opinion searches a copy of a small image with this longer side (mmod at upsample
-#: 0: ~0.1-0.2 CPU-s). Found 95 % of the chandrikadeb7 crops HOG missed, nothing in 150 scene patches.
-SECOND_OPINION_SIDE = 160
+#: 0: ~0.15 CPU-s, growing with the pixels). Of the 27 in 200 chandrikadeb7 crops that reach it,
+#: it finds 22 at 140 px (160 px: 21 for 1.3x the cost; 120 px: 19); nothing in 150 scene patches.
+SECOND_OPINION_SIDE = 140
 SECOND_OPINION_MIN_SCORE = 0.2
 #: Where a face box (HOG's framing) sits around its landmarks: a square of the landmarks' extent,
 #: raised by this fraction of it (measured on HOG detections of chandrikadeb7 crops).
 _BOX_RAISE = 0.078
+#: The quick look at a crop-shaped image: HOG at upsample 0 on a copy whose longer side is
+#: QUICK_SIDE px, padded on every side by QUICK_PAD of it (replicated border: a tight crop cuts
+#: the brow and chin HOG's window expects). It sees faces of ~60-100 % of the image for ~3 CPU-ms
+#: (the full search of a 150 px crop, at upsample 1 and 2, costs ~40). Measured on 200
+#: chandrikadeb7 crops and the 331-image no-face set: 70 % of the crops, no false face (160 px:
+#: 73 %, 1.3x the cost).
+QUICK_SIDE = 130
+QUICK_PAD = 0.15
+#: ... its hits may score this much below ``min_score`` (a padded border scores lower than a
+#: head; the landmark and pixel checks of :func:`detection_reason` still judge every hit).
+QUICK_SCORE_DROP = 0.7
+#: ... and its landmarks, refitted from the box they imply, must settle: the last refit moves
+#: them less than this (of the eye distance; median 0.02, 10 % of the hits from 0.15).
+QUICK_MAX_DRIFT = 0.15
+#: The HOG check of a crop fit that is plausible but not confident: HOG at upsample 0 on a copy
+#: framed on the fitted face (VERIFY_SIDE px across, VERIFY_PAD of it around, replicated), its
+#: best score near the face's centre must reach VERIFY_MIN_SCORE (~3 CPU-ms). Measured: 136 of
+#: 200 chandrikadeb7 crop fits reach -1.0, 1 of the 58 plausible fits of the no-face set.
+VERIFY_SIDE = 100
+VERIFY_PAD = 0.3
+VERIFY_MIN_SCORE = -1.0
+#: Crop-shaped images up to this longer side are not searched at full cost: the quick look and
+#: the crop fit see every face a crop this small can hold at a size worth masking.
+CROP_NO_SEARCH_SIDE = 200
 
 
 @dataclass
@@ -304,11 +328,19 @@ class CropFit:
     reason: str | None  # why it is not a face at all (None: plausible)
 
     fill: float = 1.0   # face width (jaw to jaw) / image width
+    hog_score: float | None = None   # the HOG check (:func:`hog_check`) where it ran
+
+    @property
+    def settled(self) -> bool:
+        """Plausible, settled, filling the crop, with dark eyes: a face without asking HOG."""
+        return (self.reason is None and self.drift < CONFIDENT_DRIFT and self.fill >= CROP_MIN_FILL
+                and self.eye_contrast > MIN_EYE_CONTRAST)
 
     @property
     def confident(self) -> bool:
-        return (self.reason is None and self.drift < CONFIDENT_DRIFT and self.fill >= CROP_MIN_FILL
-                and self.eye_contrast > MIN_EYE_CONTRAST)
+        """A face: settled, or plausible (shape and skin) and HOG sees a face there."""
+        return self.settled or (self.reason is None and self.hog_score is not None
+                                and self.hog_score >= VERIFY_MIN_SCORE)
 
 
 def _eye_distance(lm: np.ndarray) -> float:
@@ -421,7 +453,8 @@ def settle_landmarks(image: np.ndarray, landmarks: np.ndarray, rounds: int) -> t
 
 def fit_crop(image: np.ndarray, rounds: int = CROP_FIT_ROUNDS) -> CropFit:
     """Treat the whole image as a tight face crop: landmarks fitted in the usual face box of such
-    crops, then refitted from the box they imply until they settle; judged on shape and pixels."""
+    crops, then refitted from the box they imply until they settle; judged on shape and pixels,
+    and a plausible fit that is not settled is shown to HOG (:func:`hog_check`)."""
     image = _as_dlib_image(image)
     h, w = image.shape[:2]
     box: tuple[float, ...] = (CROP_FACE_BOX[0] * w, CROP_FACE_BOX[1] * h,
@@ -435,7 +468,66 @@ def fit_crop(image: np.ndarray, rounds: int = CROP_FIT_ROUNDS) -> CropFit:
         reason = "no skin at cheeks and nose"
     face = _face_from_landmarks(lm, box, w, h, 0.0, "crop", 0, "crop fit")
     fill = float(np.linalg.norm(lm[JAW_LEFT] - lm[JAW_RIGHT])) / w
-    return CropFit(face, drift, skin, contrast, reason, fill)
+    fit = CropFit(face, drift, skin, contrast, reason, fill)
+    if reason is None and not fit.settled:   # plausible, yet unsure: ask HOG (~3 ms)
+        fit = replace(fit, hog_score=hog_check(image, lm))
+    return fit
+
+
+def _hog_gray(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+
+
+def _hog_hits(small: np.ndarray, threshold: float) -> list[tuple[tuple[float, ...], float]]:
+    """HOG at upsample 0 on a small copy: ((left, top, right, bottom), score) in its pixels."""
+    rects, scores, _ = _model("hog").run(np.ascontiguousarray(small), 0, threshold)
+    return [((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s)) for r, s in zip(rects, scores)]
+
+
+def hog_check(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """HOG's best score for a face where these landmarks are (-inf: none above -2).
+
+    HOG runs once, at upsample 0, on a copy framed on the face (VERIFY_SIDE px across, padded by
+    VERIFY_PAD of it with the border replicated); only hits centred near the face count. A cheap
+    second look at a crop fit: HOG scores a face it would miss in a full search (a tight crop,
+    a turned head) at -1 and up, and the patches the shape predictor draws a face on far lower.
+    """
+    left, top, right, bottom = box_from_landmarks(landmarks)
+    side = max(right - left, 1e-6)
+    k = VERIFY_SIDE / side
+    x0, y0 = left - VERIFY_PAD * side, top - VERIFY_PAD * side
+    n = int(round((1 + 2 * VERIFY_PAD) * VERIFY_SIDE))
+    matrix = np.array([[k, 0, -x0 * k], [0, k, -y0 * k]], np.float64)
+    small = cv2.warpAffine(_hog_gray(image), matrix, (n, n), borderMode=cv2.BORDER_REPLICATE,
+                           flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+    centre, reach = n / 2, 0.25 * VERIFY_SIDE
+    near = [score for (l, t, r, b), score in _hog_hits(small, -2.0)
+            if abs((l + r) / 2 - centre) < reach and abs((t + b) / 2 - centre) < reach]
+    return max(near, default=float("-inf"))
+
+
+def quick_look(image: np.ndarray, min_score: float = DEFAULT_MIN_SCORE) -> list[Face]:
+    """Faces that fill most of the image (~50-100 % of its longer side), for a few CPU-ms.
+
+    HOG at upsample 0 on a copy QUICK_SIDE px long, padded by QUICK_PAD of it (replicated
+    border: a tight crop lacks the brow and chin around the face HOG's window expects); hits
+    scoring from ``min_score - QUICK_SCORE_DROP``, landmarks fitted at full resolution.
+    Unchecked: :func:`find_faces` settles and checks every hit, and when one is a face it does
+    not search further (smaller faces around a face this large are not looked for).
+    """
+    image = _as_dlib_image(image)
+    h, w = image.shape[:2]
+    k = QUICK_SIDE / max(h, w)
+    small = cv2.resize(_hog_gray(image), (max(1, round(w * k)), max(1, round(h * k))),
+                       interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+    pad = int(round(QUICK_PAD * QUICK_SIDE))
+    small = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    faces = []
+    for (left, top, right, bottom), score in _hog_hits(small, min_score - QUICK_SCORE_DROP):
+        full = ((left - pad) / k, (top - pad) / k, (right - pad) / k, (bottom - pad) / k)
+        lm = landmarks_for_box(image, full)
+        faces.append(_face_from_landmarks(lm, full, w, h, score, "hog", 0, "quick look"))
+    return faces
 
 
 def is_crop_shaped(height: int, width: int) -> bool:
@@ -486,22 +578,60 @@ def _verify(image: np.ndarray, faces: list[Face], stability: bool) -> tuple[list
     return good, rejected
 
 
+def _verify_quick(image: np.ndarray, faces: list[Face]) -> tuple[list[Face], list[tuple[Face, str]], bool]:
+    """The quick look's hits: (faces, rejected, whether some were unsure).
+
+    HOG places its box roughly on a low-resolution copy, so the landmarks are refitted from the
+    box they imply until they settle (a fit in a misplaced box measures a frontal face as
+    turned); a hit whose fit keeps wandering is left to the crop fit. A settled hit is a face
+    when its landmarks form one and its pixels show skin or eyes; one with too little of either
+    is unsure (a masked face, or the demo's suit patch): the full search and its check decide.
+    """
+    h, w = image.shape[:2]
+    good, rejected, unsure = [], [], False
+    for face in faces:
+        reason = shape_reason(face.landmarks)
+        if reason is not None:
+            rejected.append((face, reason))
+            continue
+        lm, drift = face.landmarks, float("inf")
+        for _ in range(CROP_FIT_ROUNDS - 1):
+            lm, drift = settle_landmarks(image, lm, 1)
+            if drift < CONFIDENT_DRIFT:
+                break
+        if drift >= QUICK_MAX_DRIFT or shape_reason(lm) is not None:
+            continue
+        skin, eyes = face_evidence(image, lm)
+        if skin + eyes / 2 >= MIN_EVIDENCE:
+            good.append(_face_from_landmarks(lm, box_from_landmarks(lm), w, h, face.score, "hog", 0,
+                                             "quick look"))
+        else:
+            unsure = True
+    return good, rejected, unsure
+
+
 def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT_MIN_SCORE,
                upsample: int | None = None, max_side: int = DEFAULT_MAX_SIDE, min_size: float = 0.0,
                crops: str = "auto", second_opinion: bool = True) -> FaceSearch:
     """The faces in an RGB uint8 image, as every stage finds them: detected, crops, checked.
 
-    1. A small, crop-shaped image (<= CROP_FAST_SIDE px) is first fitted as a face crop
-       (:func:`fit_crop`); a confident fit is the face, and the search is skipped.
-    2. Otherwise :func:`detect_faces` searches (same ``model``, ``min_score``, ``upsample``,
-       ``max_side``, ``min_size``); each hit must have landmarks that form a face and stay put
-       when refitted (:func:`fit_instability`), whatever its score: the rest are ``rejected``.
-    3. Nothing found in an image up to SMALL_SIDE px: dlib's CNN gives a second opinion on a
-       small copy (``second_opinion``; HOG only).
+    Cheap looks first, the full search only where they are unsure:
+
+    1. A crop-shaped image (HOG only) gets the :func:`quick_look`: faces filling most of it.
+    2. Nothing there in a small crop (<= CROP_FAST_SIDE px): it is fitted as a face crop
+       (:func:`fit_crop`); a confident fit (settled, or plausible and confirmed by
+       :func:`hog_check`) is the face. Crops up to CROP_NO_SEARCH_SIDE px skip the full search
+       (unless the quick look saw a face it was unsure of), and get the CNN second opinion (3.)
+       only when the fit is plausible, yet unconfirmed.
+    3. Otherwise :func:`detect_faces` searches (same ``model``, ``min_score``, ``upsample``,
+       ``max_side``, ``min_size``); nothing found in an image up to SMALL_SIDE px: dlib's CNN
+       gives a second opinion on a small copy (``second_opinion``; HOG only).
     4. Still nothing in a crop-shaped image: a confident crop fit of any size is the face;
        ``crops="assume"`` also takes a merely plausible one (shape and skin: ``--assume-crop``).
 
-    ``crops="off"`` skips steps 1 and 4.
+    Every detector hit must have landmarks that form a face, with skin or eyes in its pixels or
+    a fit that stays put when refitted (:func:`detection_reason`), whatever its score: the rest
+    are ``rejected``. ``crops="off"`` skips steps 1, 2 and 4.
     """
     if crops not in ("auto", "assume", "off"):
         raise ValueError(f"crops must be auto, assume or off, not {crops!r}")
@@ -509,24 +639,40 @@ def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT
     h, w = image.shape[:2]
     crop_shaped = crops != "off" and is_crop_shaped(h, w)
     fit = None
-    if crop_shaped and max(h, w) <= CROP_FAST_SIDE:
-        fit = fit_crop(image)
-        if fit.confident:
-            return FaceSearch([fit.face], [])
-    found = detect_faces(image, model=model, min_score=min_score, upsample=upsample, max_side=max_side,
-                         min_size=min_size)
-    good, rejected = _verify(image, found, stability=True)
+    rejected: list[tuple[Face, str]] = []
+    search = True
+    if crop_shaped and model == "hog":
+        quick, rejected, unsure = _verify_quick(image, quick_look(image, min_score))
+        if quick:
+            return FaceSearch(_largest_first(quick), rejected)
+        if max(h, w) <= CROP_FAST_SIDE:
+            fit = fit_crop(image)
+            if fit.confident:
+                return FaceSearch([fit.face], rejected)
+            # a crop this small holds no face the quick look and the fit could not see, but a
+            # turned one: only the CNN, and only where the fit saw a plausible face
+            search = unsure or max(h, w) > CROP_NO_SEARCH_SIDE
+            second_opinion = second_opinion and (search or fit.reason is None)
+    good = []
+    if search:
+        found = detect_faces(image, model=model, min_score=min_score, upsample=upsample,
+                             max_side=max_side, min_size=min_size)
+        # the search judges what it finds, the quick look's hits included, with the full check
+        good, rejected = _verify(image, found, stability=True)
     if not good and second_opinion and model == "hog" and max(h, w) <= SMALL_SIDE:
-        more, more_rejected = _verify(image, _second_opinion(image), stability=False)
-        good, rejected = more, rejected + more_rejected
+        good, more_rejected = _verify(image, _second_opinion(image), stability=False)
+        rejected += more_rejected
     if not good and crop_shaped:
         fit = fit or fit_crop(image)
         if fit.confident:
             good = [fit.face]
         elif crops == "assume" and fit.reason is None:
             good = [replace(fit.face, found_by="assumed crop")]
-    good.sort(key=lambda f: (-(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), f.box[0], f.box[1]))
-    return FaceSearch(good, rejected)
+    return FaceSearch(_largest_first(good), rejected)
+
+
+def _largest_first(faces: list[Face]) -> list[Face]:
+    return sorted(faces, key=lambda f: (-(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), f.box[0], f.box[1]))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ def test_a_tight_crop_hog_misses_is_found_by_the_crop_fit_and_is_frontal():
     fit = fit_crop(image)
     assert fit.reason is None and fit.skin > 0.6
     search = find_faces(image)
-    assert len(search.faces) == 1 and search.faces[0].found_by in ("crop fit", "second opinion")
+    assert len(search.faces) == 1 and search.faces[0].found_by in ("quick look", "crop fit")
     face = search.faces[0]
     # the whole face, frontal: a crop of a frontal face must not measure as turned
     assert abs(face.yaw) < 0.3 and abs(face.roll) < 15
@@ -77,26 +77,97 @@ def test_detect_records_the_rejected_suit_patch(tmp_path):
     assert len(suit) == 1 and suit[0].status == "skipped"
 
 
+def _forbid_the_costly_search(monkeypatch) -> None:
+    """Make the full HOG search and the CNN second opinion fail loudly if they run."""
+    import maskprep.faces as faces
+
+    def searched(*args, **kwargs):
+        raise AssertionError("searched: the full search or the CNN ran")
+
+    monkeypatch.setattr(faces, "detect_faces", searched)
+    monkeypatch.setattr(faces, "_second_opinion", searched)
+
+
 def test_a_confident_crop_fit_skips_the_search(monkeypatch):
-    """The fast path: a small crop whose fit is confident is the face; the detector never runs."""
+    """The fast path: a small crop the quick look misses but whose fit is confident is the face;
+    the detector never runs."""
     import maskprep.faces as faces
 
     crops = require_shared("masks", "chandrikadeb7", "without_mask")
     confident = None
     for path in sorted(crops.glob("0_0_*.jpg"))[:40]:
         image = read_image(path)
-        if max(image.shape[:2]) <= faces.CROP_FAST_SIDE and fit_crop(image).confident:
+        if (max(image.shape[:2]) <= faces.CROP_FAST_SIDE and fit_crop(image).confident
+                and not faces._verify_quick(image, faces.quick_look(image))[0]):
             confident = image
             break
-    assert confident is not None, "no confident crop fit among 40 small crops"
+    assert confident is not None, "no confident crop fit the quick look misses among 40 small crops"
 
-    def no_search(*args, **kwargs):
-        raise AssertionError("searched although the crop fit was confident")
-
-    monkeypatch.setattr(faces, "detect_faces", no_search)
+    _forbid_the_costly_search(monkeypatch)
     search = find_faces(confident)
     assert [f.found_by for f in search.faces] == ["crop fit"]
     # a scene photo is never taken for one big face: its search still runs
     scene = read_image(require_shared("masks", "kaggle_fmd", "images", "maksssksksss0.jpg"))
     with pytest.raises(AssertionError, match="searched"):
         find_faces(scene)
+
+
+def test_the_quick_look_finds_a_tight_crop_without_the_full_search(monkeypatch):
+    """The cheap path: HOG once on a small padded copy; neither the search nor the CNN runs, and
+    the landmarks, refitted until they settle, describe the face the crop holds."""
+    crops = require_shared("masks", "chandrikadeb7", "without_mask")
+    image = read_image(crops / "0_0_aidai_0014.jpg")
+
+    _forbid_the_costly_search(monkeypatch)
+    search = find_faces(image)
+    assert [f.found_by for f in search.faces] == ["quick look"]
+    face = search.faces[0]
+    lm = face.landmarks
+    assert lm[36:48, 1].mean() < lm[30, 1] < lm[48:68, 1].mean() < lm[8, 1]
+    # the face fills the crop
+    assert (lm[16, 0] - lm[0, 0]) > 0.5 * image.shape[1]
+
+
+def test_a_small_crop_without_a_plausible_face_is_not_searched_at_full_cost(monkeypatch):
+    """A skin-coloured body patch the size of a crop: the quick look and the crop fit see no
+    face, and neither the full search nor the CNN is spent on it."""
+    import maskprep.faces as faces
+
+    kaggle = require_shared("masks", "kaggle_fmd")
+    calls = []
+    monkeypatch.setattr(faces, "detect_faces", lambda *a, **k: calls.append("search") or [])
+    monkeypatch.setattr(faces, "_second_opinion", lambda *a, **k: calls.append("cnn") or [])
+    for name, patch in face_sets.body_patches(kaggle, 3):
+        assert max(patch.shape[:2]) <= faces.CROP_NO_SEARCH_SIDE, name
+        if faces.fit_crop(patch).reason is None:
+            continue   # a plausible fit may still ask the CNN: not this test's case
+        assert find_faces(patch).faces == [], name
+    assert calls == []
+
+
+def test_hog_confirms_an_unsettled_crop_fit_and_refuses_a_cat():
+    """A crop fit that looks like a face but has not settled is taken only when HOG, run once on
+    a copy framed on it, sees a face there: a real crop passes, a cat's face does not."""
+    import maskprep.faces as faces
+
+    crops = require_shared("masks", "chandrikadeb7", "without_mask")
+    confirmed = None
+    for path in sorted(crops.glob("1_0_*.jpg"))[:60]:
+        fit = fit_crop(read_image(path))
+        if (fit.reason is None and not fit.settled and fit.hog_score is not None
+                and fit.hog_score >= faces.VERIFY_MIN_SCORE):
+            confirmed = fit
+            break
+    assert confirmed is not None, "no crop fit confirmed by HOG among 60 crops"
+    assert confirmed.confident
+    lm = confirmed.face.landmarks
+    assert lm[36:48, 1].mean() < lm[30, 1] < lm[48:68, 1].mean() < lm[8, 1]
+
+    cats = [(name, patch) for name, patch in face_sets.texture_patches()
+            if name.split("/")[1].startswith(("chelsea", "cat"))]
+    plausible = [(name, patch) for name, patch in cats if fit_crop(patch).reason is None]
+    assert plausible, "no cat patch the shape predictor draws a plausible face on"
+    for name, patch in plausible:
+        fit = fit_crop(patch)
+        assert not fit.confident, name
+        assert find_faces(patch).faces == [], name

@@ -36,8 +36,9 @@ def _parse_upsample(ctx: click.Context, param: click.Parameter, value: str) -> i
               help="Face detector: hog (dlib HOG, fast: ~0.1 s per photo on one core) or cnn (dlib's "
                    "mmod CNN: also finds turned, dim and partly covered faces, but about 100x "
                    "slower on CPU; --min-score then applies to its confidence). Tight face crops "
-                   "need neither: with hog they are fitted as crops, and small images HOG finds "
-                   "nothing in get the CNN's second opinion on a 160 px copy.")
+                   "need neither: with hog a quick look (HOG once on a small padded copy) and a "
+                   "crop fit find most of them in a few ms, and small images still without a "
+                   "face get the CNN's second opinion on a 140 px copy.")
 @click.option("--min-score", type=float, default=DEFAULT_MIN_SCORE, show_default=True,
               help="Drop detections scoring below this. HOG false positives (e.g. a patch of a "
                    "space suit) measured here score 0 and below; real faces 0.3 and up, masked "

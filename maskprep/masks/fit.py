@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from maskprep.faces import shape_reason   # the one owner of what a face's landmarks look like
+
 WEAR_MODES = ("correct", "nose-out", "chin")
 
 # Jaw index (0..8, fractional) of the mask's top corners, per wear mode: the lower the top edge,
@@ -74,20 +76,12 @@ def check_face(landmarks: np.ndarray, min_face: float = DEFAULT_MIN_FACE,
     lm = np.asarray(landmarks, np.float64)
     if lm.shape != (68, 2) or not np.all(np.isfinite(lm)):
         return "implausible landmarks"
-    frame = face_frame(lm)
-    if frame.width < min_face:
+    if face_frame(lm).width < min_face:
         return "face too small"
     if abs(yaw_proxy(lm)) > max_yaw or abs(roll_degrees(lm)) > max_roll:
         return "face too turned"
-    # A detector false positive gives landmarks that do not look like a face: the nose must sit
-    # between the eyes and the mouth, and the face must be about as wide as it is tall.
-    eyes = (lm[36:48].mean(axis=0) - lm[8]) @ frame.up
-    nose = (lm[33] - lm[8]) @ frame.up
-    mouth = (lm[48:60].mean(axis=0) - lm[8]) @ frame.up
-    ratio = frame.width / max(frame.height, 1e-6)
-    if not (eyes > nose > mouth > 0) or not 0.7 < ratio < 2.4:
-        return "implausible landmarks"
-    return None
+    # A detector false positive gives landmarks that do not look like a face.
+    return shape_reason(lm)
 
 
 def _jaw_point(lm: np.ndarray, s: float) -> np.ndarray:

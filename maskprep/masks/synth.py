@@ -51,7 +51,8 @@ class FaceFound:
     score: float
     landmarks: np.ndarray
     image_size: tuple[int, int] | None = None   # (w, h) of the image the landmarks belong to, if recorded
-    found_by: str = "detector"                  # detector, second opinion, crop fit, assumed crop, manifest
+    # detector, quick look, second opinion, crop fit, assumed crop, manifest
+    found_by: str = "detector"
 
 
 # ------------------------------------------------------------------------------------------------
