@@ -8,12 +8,18 @@ import numpy as np
 from maskprep.masks.render import _blur_of_luminance, _detail, luminance
 
 
+SUPERSAMPLE_PX = 120   # render px across a small mask (supersampled, then area-resampled)
+
+
 def render_scale(mask_width: float) -> float:
     """Render pixels per output pixel for a mask ``mask_width`` output px wide: small masks are
-    rendered larger (pleats, threads and loops anti-aliased when resampled), very large ones a
-    little smaller (their photos are soft anyway; the cost grows with the area)."""
-    scale = float(np.clip(240.0 / max(mask_width, 1.0), 0.5, 3.0))
-    return 1.0 if 0.75 < scale < 1.6 else round(scale, 2)
+    rendered larger (about SUPERSAMPLE_PX render px across: creases, edges and loops anti-aliased when
+    resampled), large ones at the photo's own size (their creases span several pixels anyway), very
+    large ones a little smaller (their photos are soft; the cost grows with the area)."""
+    if mask_width > 320:
+        return round(max(0.5, 240.0 / mask_width), 2)
+    scale = float(np.clip(SUPERSAMPLE_PX / max(mask_width, 1.0), 1.0, 2.5))
+    return 1.0 if scale < 1.25 else round(scale, 2)
 
 
 def downsample(rgb: np.ndarray, alphas: list[np.ndarray], size: tuple[int, int],

@@ -29,6 +29,7 @@ _EDGE_MARGIN = 0.035          # of the face height: clearance from both, room fo
 DEFAULT_MIN_FACE = 40         # px between jaw points 0 and 16: smaller faces are skipped
 DEFAULT_MAX_YAW = 0.6         # |yaw proxy| above this: too turned for a sane fit
 DEFAULT_MAX_ROLL = 60.0       # degrees
+_FAR_LOOP_YAW = 0.3           # yaw beyond which the far side's ear loop is hidden behind the cheek
 
 
 @dataclass(frozen=True)
@@ -275,32 +276,44 @@ def ear_points(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def loop_paths(grid: np.ndarray, landmarks: np.ndarray, straps: str = "loops") -> list[np.ndarray]:
     """Polylines (N x 2, image px) of the ear loops or head straps leaving the mask's sides.
 
-    ``loops``: from the top and bottom corners of each side to the ear root, sagging a little;
-    ``bands`` (N95): from the cup's sides up over the ear and down under it, towards the back of
-    the head (cut where they pass behind it)."""
+    ``loops``: from the top and bottom corners of each side to the ear root, bowed out round the
+    cheek; ``bands`` (N95): from the cup's sides out to the head's outline, curving up over the ear
+    (upper strap) and down under it (lower strap) as they wrap round the head, cut where they pass
+    behind it. Both sides show on a frontal face; on a turned head the far side's loop is
+    foreshortened (it ends at the cheek's outline) and hidden once the head is turned further."""
     g = np.asarray(grid, np.float64)
     lm = np.asarray(landmarks, np.float64)
     frame = face_frame(lm)
     paths = []
     yaw = yaw_proxy(lm)
-    for side, ear in ((0, ear_points(lm)[0]), (-1, ear_points(lm)[1])):
-        if (yaw > 0.1 and side == -1) or (yaw < -0.1 and side == 0):
-            continue   # the far side of a turned head: its loop runs behind the cheek
-        col = g[:, side]
+    ears = ear_points(lm)
+    t = np.linspace(0.0, 1.0, 20)[:, None]
+    for side, ear in ((0, ears[0]), (-1, ears[1])):
         sgn = -1 if side == 0 else 1
+        farness = max(0.0, sgn * yaw)
+        if farness > _FAR_LOOP_YAW:
+            continue   # the far side of a well-turned head: its loop runs behind the cheek
+        col = g[:, side]
+        jaw_top, jaw_low = lm[0 if side == 0 else 16], lm[3 if side == 0 else 13]
         if straps == "bands":
-            # they pass above and below the ear and disappear behind the head at its outline
             starts = (col[1], col[-2])
-            ends = (lm[0 if side == 0 else 16] + frame.up * frame.height * 0.12
-                    + frame.right * sgn * frame.width * 0.015,
-                    lm[3 if side == 0 else 13] + frame.right * sgn * frame.width * 0.03)
+            ends = (jaw_top + frame.up * frame.height * 0.08 + frame.right * sgn * frame.width * 0.05,
+                    jaw_low - frame.up * frame.height * 0.08 + frame.right * sgn * frame.width * 0.06)
+            bow = 0.8       # a strap round the head: out first, then up/down as it turns away
         else:
             starts = (col[0] * 0.85 + col[1] * 0.15, col[-1] * 0.8 + col[-2] * 0.2)
             ends = (ear[0], ear[1])
+            bow = 0.1
         for a, b in zip(starts, ends):
-            mid = (a + b) / 2 - frame.up * 0.02 * frame.height     # sags under its own weight
-            t = np.linspace(0.0, 1.0, 16)[:, None]
-            paths.append((1 - t) ** 2 * a + 2 * (1 - t) * t * mid + t ** 2 * b)
+            # control point: the end's position across the face at the start's height (the cord
+            # wraps round the cheek, so it runs outwards before it turns to the ear), sagging a little
+            across = (b - a) @ frame.right
+            if straps == "bands":   # out past the cheek first, then up over / down under the ear
+                across = sgn * max(abs(across), 0.08 * frame.width)
+            corner = a + frame.right * across
+            mid = (a + b) / 2
+            ctrl = mid + (corner - mid) * bow - frame.up * 0.015 * frame.height
+            paths.append((1 - t) ** 2 * a + 2 * (1 - t) * t * ctrl + t ** 2 * b)
     return paths
 
 

@@ -33,18 +33,17 @@ def _streams(rng: np.random.Generator) -> dict[str, np.random.Generator]:
             for name in ("geometry", "surface", "light", "camera", "print")}
 
 
-_UV: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}   # per-process cache: (u, v) per template size
+_UV: dict[tuple, np.ndarray] = {}   # per-process cache: the (u, v) maps of a template at one size
 
 
-def _uv_warp_source(template: MaskTemplate, rgba: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """RGBA (float) plus the template's (u, v) maps: one array, warped in one remap."""
-    key = (template.name, template.kind, rgba.shape[:2], src.tobytes())
+def _template_uv(template: MaskTemplate, shape: tuple[int, int], src: np.ndarray) -> np.ndarray:
+    """The template's (u, v) maps (H x W x 2 float32) at ``shape``, computed once per process."""
+    key = (template.name, template.kind, shape, src.tobytes())
     if key not in _UV:
         if len(_UV) > 256:
             _UV.clear()
-        _UV[key] = surface.template_uv(src, rgba.shape[:2])
-    u, v = _UV[key]
-    return np.dstack([rgba[..., :3].astype(np.float32), u, v, rgba[..., 3].astype(np.float32) / 255.0])
+        _UV[key] = np.dstack(surface.template_uv(src, shape))
+    return _UV[key]
 
 
 def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplate,
@@ -105,29 +104,41 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         return (np.asarray(p, np.float64) - (x0, y0) + 0.5) * scale - 0.5
 
     map_x, map_y, inside = mesh_maps(src_ext, to_render(dst_ext), (0, 0, W, H))
-    stack = _uv_warp_source(template, rgba, src)
-    warped = cv2.remap(stack, map_x, map_y, interpolation=cv2.INTER_LINEAR,
+    mask_w_render = target_w * scale
+    synthetic = drawn and template.name in surface.MATERIALS
+    if synthetic:
+        sd = surface.draw_surface(template.name, wear, streams["surface"])
+        params["surface"] = sd
+        # an irregular outline: the template is sampled through slightly wobbling maps
+        dx, dy = surface.edge_wobble((H, W), sd["edge_wobble"] * template_w, sd["edge_seed"])
+        # ... but hardly along the top edge: the nose wire and the tape keep it straight
+        top_y, bottom_y = float(src[0, :, 1].mean()), float(src[-1, :, 1].mean())
+        calm = np.clip((map_y - top_y) * (2.5 / max(bottom_y - top_y, 1e-3)), 0.15, 1.0)
+        map_x, map_y = map_x + dx * calm, map_y + dy * calm
+    warped = cv2.remap(rgba, map_x, map_y, interpolation=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_REPLICATE)
-    body = feather(warped[..., 5] * inside, max(0.35, 0.004 * target_w) * scale)
+    alpha_t = warped[..., 3].astype(np.float32) * (inside / 255.0)
+    # a soft edge (a real mask's edge is never a cut-out): about 0.6 % of the mask's width
+    body = feather(alpha_t, max(0.45, 0.006 * target_w) * scale)
     # surface, material and light only where the mask body is (the box also holds the loops)
     bx, by, bw, bh = cv2.boundingRect((body > 0).astype(np.uint8))
     if bw == 0 or bh == 0:
         bx, by, bw, bh = 0, 0, W, H
     sl = (slice(by, by + bh), slice(bx, bx + bw))
-    rgb, u, v = warped[sl][..., :3], warped[sl][..., 3], warped[sl][..., 4]
+    rgb = warped[sl][..., :3].astype(np.float32)
+    if synthetic:
+        uv = cv2.remap(_template_uv(template, rgba.shape[:2], src), map_x[sl], map_y[sl],
+                       interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        u, v = uv[..., 0], uv[..., 1]
 
     # surface and material (drawn masks only)
-    mask_w_render = target_w * scale
-    synthetic = drawn and template.name in surface.MATERIALS
     if synthetic:
-        sd = surface.draw_surface(template.name, wear, streams["surface"])
         height = surface.height_field(template.name, u, v, mask_w_render, sd)
         normal = surface.normals(height)
         albedo = rgb / 245.0 * surface.material(u, v, mask_w_render, scale, sd)[..., None]
         if "valve" in sd:
             cover_v = surface.valve(u, v, sd["valve"])[..., None]
             albedo = albedo * (1 - cover_v) + np.asarray(sd["valve"]["color"], np.float32) * cover_v
-        params["surface"] = sd
     else:   # a cut-out (or a drawing without a synthetic surface) keeps its own shading
         albedo = rgb / 255.0
 
@@ -151,10 +162,13 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
             lit = lit / max(float(np.percentile(lit[solid][::3], 95)), 0.5)
         level = light.white
     else:   # only the exposure of this photo is applied
-        lit = np.ones_like(u)
+        lit = np.ones(rgb.shape[:2], np.float32)
         level = 255.0 * lightmod.exposure_gain(image, lm)
     out = np.zeros((H, W, 3), np.float32)
     out[sl] = albedo * (level * lit * scene)[..., None] * gains
+    if synthetic and sd.get("sheen", 0) > 0:   # white light reflected off the fabric, any colour
+        out[sl] += (sd["sheen"] * level * light.diffuse / 0.3 * lightmod.sheen(normal, light)
+                    * scene)[..., None] * gains
 
     # loops / straps, behind the mask body
     alpha = body

@@ -21,6 +21,10 @@ MATERIALS = {"surgical": ("nonwoven",), "kf94": ("nonwoven", "meltblown"),
              "n95": ("nonwoven", "meltblown"), "cloth": ("cotton", "knit", "knit")}
 
 
+# Specular sheen (share of the white level at the highlight): smooth polyurethane "sponge" cloth
+# masks shine, nonwovens a little
+SHEEN = {"surgical": (0.03, 0.08), "kf94": (0.03, 0.08), "n95": (0.02, 0.06), "cloth": (0.04, 0.16)}
+
 VALVE_SHARE = 0.3
 VALVE_COLORS = ((0.93, 0.93, 0.91), (0.4, 0.41, 0.43), (0.14, 0.14, 0.16), (0.85, 0.72, 0.3))
 
@@ -34,8 +38,21 @@ def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, An
         "dome": round(float(rng.uniform(0.05, 0.11)), 4),      # bulge over nose and chin
         "wrap": round(float(rng.uniform(0.04, 0.09)), 4),      # sides recede round the cheeks
         "chin_wrap": round(float(rng.uniform(0.02, 0.06)), 4),  # the bottom turns under the chin
-        "wrinkle": round(float(rng.uniform(0.002, 0.008) * (1.8 if pulled else 1.0)), 4),
+        "wrinkle": round(float(rng.uniform(0.004, 0.011) * (1.8 if pulled else 1.0)), 4),
         "wrinkle_seed": int(rng.integers(1 << 30)),
+        # the mask tents over the nose: a ridge down the bridge and a crease each side where it
+        # bends onto the cheek (the strongest folds a real mask shows); a pulled-down mask has none
+        "tent": 0.0 if pulled or kind == "n95" else round(float(rng.uniform(0.03, 0.06)), 4),
+        "nose_crease": 0.0 if pulled or kind == "n95" else round(float(rng.uniform(0.006, 0.014)), 4),
+        # a few irregular creases where the fabric buckles (more on a bunched, pulled-down mask)
+        "creases": [[round(float(x), 3) for x in (rng.uniform(-0.85, 0.85), rng.uniform(0.1, 0.9),
+                                                   rng.uniform(-0.9, 0.9), rng.uniform(0.08, 0.25),
+                                                   rng.uniform(0.004, 0.010))]
+                    for _ in range(int(rng.integers(1, 4)) + (2 if pulled else 0))],
+        "sheen": round(float(rng.uniform(*SHEEN[kind])), 3),
+        # the outline is cut and bound by hand-ish machines and sits on a curved face: it wobbles
+        "edge_wobble": round(float(rng.uniform(0.002, 0.005)), 4),
+        "edge_seed": int(rng.integers(1 << 30)),
         "material": str(MATERIALS[kind][int(rng.integers(len(MATERIALS[kind])))]),
         "fibre": round(float(rng.uniform(0.008, 0.022)), 4),     # texture contrast
         "material_seed": int(rng.integers(1 << 30)),
@@ -46,7 +63,7 @@ def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, An
         centre = rng.uniform(0.47, 0.55)
         vs = np.linspace(centre - span / 2, centre + span / 2, n) + rng.normal(0, 0.015, n)
         d.update(pleats=[round(float(x), 4) for x in np.sort(vs)],
-                 pleat_depth=round(float(rng.uniform(0.009, 0.016)), 4),
+                 pleat_depth=round(float(rng.uniform(0.014, 0.024)), 4),
                  pleat_width=round(float(rng.uniform(0.09, 0.14) * (0.7 if pulled else 1.0)), 4))
     elif kind == "kf94":
         d.update(fold=round(float(rng.uniform(0.42, 0.5)), 4),
@@ -77,22 +94,77 @@ def _smooth_noise(shape: tuple[int, int], cells: tuple[int, int], seed: int) -> 
     return cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
 
 
+def _segment_distance(u: np.ndarray, v: np.ndarray, a: tuple[float, float],
+                      b: tuple[float, float]) -> np.ndarray:
+    """Distance of every (u, v) to the segment a-b (v scaled by 0.75: about the mask's aspect)."""
+    ax, ay, bx, by = a[0], a[1] * 0.75, b[0], b[1] * 0.75
+    dx, dy = bx - ax, by - ay
+    t = np.clip(((u - ax) * dx + (v * 0.75 - ay) * dy) / max(dx * dx + dy * dy, 1e-9), 0, 1)
+    return np.hypot(u - ax - t * dx, v * 0.75 - ay - t * dy)
+
+
+# The smooth part of the form is computed on a small grid over (u, v) and looked up per pixel
+# (one remap instead of dozens of full-size passes): u -1.2..1.2, v -0.2..1.2.
+_U_RANGE, _V_RANGE = (-1.2, 1.2), (-0.2, 1.2)
+
+
+def _form_grid(kind: str, d: dict[str, Any], width_px: float) -> np.ndarray:
+    """The mask's smooth form (heights in mask widths) on a (u, v) grid: dome, cheek wrap, the turn
+    under the chin, the type's broad folds, the nose tent and its creases, buckles and wrinkles."""
+    gw = int(np.clip(width_px * 1.2, 112, 256))
+    gh = int(gw * 0.6)
+    u = np.linspace(*_U_RANGE, gw, dtype=np.float32)[None, :]
+    v = np.linspace(*_V_RANGE, gh, dtype=np.float32)[:, None]
+    uc, vc = np.clip(u, -1.0, 1.0), np.clip(v, 0.0, 1.0)
+    h = (d["dome"] * (1 - u ** 2) * np.exp(-((v - 0.5) / 0.42) ** 2)
+         - d["wrap"] * u ** 2 - d["chin_wrap"] * np.clip(v - 0.7, 0, None) ** 2 / 0.09)
+    if kind == "kf94":
+        fold = d["fold"]
+        h = h + d["fold_depth"] * (1 - np.abs(vc - fold) / max(fold, 1 - fold))
+        below = _smoothstep((vc - fold) / 0.1)
+        h = h + d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.5, 1.0)) * below
+        h = h - 0.02 * _smoothstep((np.abs(uc) - 0.8) / 0.06)    # welded side flaps
+    elif kind == "n95":
+        r2 = uc ** 2 + ((vc - 0.5) * 2) ** 2
+        h = h + d["dome"] * np.sqrt(np.clip(1 - 0.8 * r2, 0, None))
+    elif kind == "cloth":
+        h = h + d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.7, 1.0)) ** 1.5
+    h = np.broadcast_to(h, (gh, gw)).astype(np.float32)
+    if d.get("tent", 0) > 0:
+        # the ridge down the nose bridge, falling off to the cheeks, fading below the nose
+        along = 1 - _smoothstep(vc / 0.6)
+        h = h + d["tent"] * np.clip(1 - np.abs(u) / 0.5, 0, None) ** 1.5 * along
+        # the crease each side: from beside the bridge down and out towards the cheek
+        for sgn in (-1.0, 1.0):
+            dist = _segment_distance(uc, vc, (0.1 * sgn, 0.04), (0.55 * sgn, 0.5))
+            h -= d["nose_crease"] * np.exp(-(dist / 0.06) ** 2)
+    for cu, cv, ang, length, depth in d.get("creases", ()):
+        # a soft buckle: a low ridge (or a valley, by the sign of ``cu``'s draw) a few % wide
+        du, dv = np.cos(ang) * length / 2, np.sin(ang) * length / 2
+        dist = _segment_distance(uc, vc, (cu - du, cv - dv), (cu + du, cv + dv))
+        h += depth * (1 if int(cu * 1000) % 2 else -1) * np.exp(-(dist / 0.05) ** 2)
+    if d["wrinkle"] > 0:
+        h += d["wrinkle"] * _smooth_noise((gh, gw), (7, 5), d["wrinkle_seed"])
+    return h.astype(np.float32)
+
+
 def height_field(kind: str, u: np.ndarray, v: np.ndarray, width_px: float,
                  d: dict[str, Any]) -> np.ndarray:
     """Height of the mask surface above its flat outline, in render pixels (float32, like ``u``).
 
-    The global form (dome, cheek wrap, the turn under the chin) plus the type's folds: surgical
-    pleats (a slow rise to each crease, then a sharp drop: lit band, dark crease), the KF94's
-    horizontal centre fold and chin seam, the N95's moulded cup, the cloth mask's centre seam."""
-    uc = np.clip(u, -1.0, 1.0)
-    vc = np.clip(v, 0.0, 1.0)
-    # the global form runs on smoothly past the outline (no kink at the edge for the shading to find)
-    ue, ve = np.clip(u, -1.3, 1.3), np.clip(v, -0.3, 1.3)
-    h = (d["dome"] * (1 - ue ** 2) * np.exp(-((ve - 0.5) / 0.42) ** 2)
-         - d["wrap"] * ue ** 2 - d["chin_wrap"] * np.clip(ve - 0.7, 0, None) ** 2 / 0.09)
-    if kind == "surgical":
-        taper = 1 - _smoothstep((np.abs(uc) - 0.86) / 0.14) * 0.7   # pleats pressed flat at the side tape
-        # the profile across v is one curve: tabulate it once, look it up per pixel
+    The global form (dome, cheek wrap, the turn under the chin, the nose tent and its creases,
+    buckles) plus the type's folds: surgical pleats (a slow rise to each crease, then a sharp drop:
+    lit band, dark crease), the KF94's horizontal centre fold and chin seam, the N95's moulded cup,
+    the cloth mask's centre seam."""
+    grid = _form_grid(kind, d, width_px)
+    gh, gw = grid.shape
+    gx = (u - _U_RANGE[0]) * ((gw - 1) / (_U_RANGE[1] - _U_RANGE[0]))
+    gy = (v - _V_RANGE[0]) * ((gh - 1) / (_V_RANGE[1] - _V_RANGE[0]))
+    h = cv2.remap(grid, gx.astype(np.float32), gy.astype(np.float32), cv2.INTER_LINEAR,
+                  borderMode=cv2.BORDER_REPLICATE)
+    if kind == "surgical":   # the sharp pleat creases: per pixel, from one tabulated profile
+        uc, vc = np.clip(u, -1.0, 1.0), np.clip(v, 0.0, 1.0)
+        taper = 1 - _smoothstep((np.abs(uc) - 0.86) / 0.14) * 0.7   # pressed flat at the side tape
         t = np.linspace(0.0, 1.0, 1025)
         prof = np.zeros_like(t)
         width = d["pleat_width"]
@@ -106,21 +178,8 @@ def height_field(kind: str, u: np.ndarray, v: np.ndarray, width_px: float,
         wire = -0.006 * np.exp(-((t - 0.075) / 0.02) ** 2)   # nose wire: a crease under the top tape
         h += (taper * np.interp(vc, t, prof).astype(np.float32) + np.interp(vc, t, tape)
               + np.interp(vc, t, wire) * (np.abs(uc) < 0.4))
-    elif kind == "kf94":
-        fold = d["fold"]
-        h += d["fold_depth"] * (1 - np.abs(vc - fold) / max(fold, 1 - fold))
-        below = _smoothstep((vc - fold) / 0.1)
-        h += d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.5, 1.0)) * below
-        h -= 0.02 * _smoothstep((np.abs(uc) - 0.8) / 0.06)    # welded side flaps
-    elif kind == "n95":
-        r2 = uc ** 2 + ((vc - 0.5) * 2) ** 2
-        h += d["dome"] * np.sqrt(np.clip(1 - 0.8 * r2, 0, None))
-        if "valve" in d:
-            h += 0.035 * valve(uc, vc, d["valve"])
-    elif kind == "cloth":
-        h += d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.7, 1.0)) ** 1.5
-    if d["wrinkle"] > 0:
-        h += d["wrinkle"] * _smooth_noise(u.shape, (5, 4), d["wrinkle_seed"])
+    elif kind == "n95" and "valve" in d:
+        h += 0.035 * valve(np.clip(u, -1, 1), np.clip(v, 0, 1), d["valve"])
     return (h * width_px).astype(np.float32)
 
 
@@ -180,6 +239,12 @@ def material(u: np.ndarray, v: np.ndarray, width_px: float, scale: float,
         tex = cv2.GaussianBlur(noise, (0, 0), 0.5 * scale)
         tex = tex / max(float(np.std(tex)), 1e-6) * 0.7
     return (1.0 + amp * tex).astype(np.float32)
+
+
+def edge_wobble(shape: tuple[int, int], amount: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth displacements (dx, dy, float32 maps of ``shape``, unit: the mask's width times
+    ``amount``) that make a drawn outline slightly irregular, about 9 bumps along the mask."""
+    return (amount * _smooth_noise(shape, (9, 6), seed), amount * _smooth_noise(shape, (9, 6), seed + 1))
 
 
 def template_uv(grid: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
