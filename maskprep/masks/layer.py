@@ -119,7 +119,8 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
                        borderMode=cv2.BORDER_REPLICATE)
     alpha_t = warped[..., 3].astype(np.float32) * (inside / 255.0)
     # a soft edge (a real mask's edge is never a cut-out): about 0.6 % of the mask's width
-    body = feather(alpha_t, max(0.45, 0.006 * target_w) * scale)
+    # ... but never more than a pixel (a big, sharp face has crisp mask edges)
+    body = feather(alpha_t, float(np.clip(0.006 * target_w, 0.45, 1.0)) * scale)
     # surface, material and light only where the mask body is (the box also holds the loops)
     bx, by, bw, bh = cv2.boundingRect((body > 0).astype(np.uint8))
     if bw == 0 or bh == 0:
