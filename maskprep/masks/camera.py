@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from maskprep.masks import surface
 from maskprep.masks.render import _blur_of_luminance, _detail, luminance
 
 
@@ -59,7 +60,7 @@ def apply_camera(rgb: np.ndarray, alphas: list[np.ndarray], d: dict) -> tuple[np
         out = cv2.GaussianBlur(out, (0, 0), d["blur"])
         alphas = [np.clip(cv2.GaussianBlur(a, (0, 0), d["blur"]), 0, 1) for a in alphas]
     if d["grain"] > 0.2:
-        noise = np.random.default_rng(d["grain_seed"]).standard_normal(out.shape[:2], dtype=np.float32)
+        noise = surface.white_noise(out.shape[:2], d["grain_seed"])
         out = out + noise[..., None] * d["grain"]
     out = np.clip(out, 0, 255)
     if d["jpeg"] and min(out.shape[:2]) >= 8:

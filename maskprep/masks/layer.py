@@ -17,7 +17,7 @@ import numpy as np
 
 from maskprep.masks import camera, light as lightmod, surface
 from maskprep.masks.fit import draw_fit, extend_grid, face_frame, fit_grid, loop_paths
-from maskprep.masks.render import MaskLayer, feather, mesh_maps
+from maskprep.masks.render import MaskLayer, feather, mesh_maps, quantile
 from maskprep.masks.templates import MaskTemplate, colored_rgba
 from maskprep.runner import derive_seed
 
@@ -44,6 +44,22 @@ def _template_uv(template: MaskTemplate, shape: tuple[int, int], src: np.ndarray
             _UV.clear()
         _UV[key] = np.dstack(surface.template_uv(src, shape))
     return _UV[key]
+
+
+_SHRUNK: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}   # per process: natural-colour templates at a few sizes
+
+
+def _shrunk(template: MaskTemplate, rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``rgba`` area-resized to ``size``; cached when it is the template's own drawing."""
+    if rgba is not template.rgba:
+        return cv2.resize(rgba, size, interpolation=cv2.INTER_AREA)
+    key = (template.name, template.kind, id(template.rgba), size)
+    if key not in _SHRUNK:
+        if len(_SHRUNK) > 64:
+            _SHRUNK.clear()
+        # the drawing itself is kept with it: its id cannot be reused while the entry lives
+        _SHRUNK[key] = (rgba, cv2.resize(rgba, size, interpolation=cv2.INTER_AREA))
+    return _SHRUNK[key][1]
 
 
 def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplate,
@@ -79,10 +95,11 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     target_w = float(np.hypot(*(dst[0, -1] - dst[0, 0])))
     scale = camera.render_scale(target_w)
     template_w = float(src[0, -1, 0] - src[0, 0, 0])
-    factor = min(1.0, 1.5 * scale * target_w / template_w)
+    # in steps of 1/16, rounded up: a handful of sizes per template, cached for its own colours
+    factor = min(1.0, np.ceil(16 * 1.5 * scale * target_w / template_w) / 16)
     if factor < 0.8:   # shrink first: a big down-scaling warp would alias the drawing
         tw, th = max(8, int(round(rgba.shape[1] * factor))), max(8, int(round(rgba.shape[0] * factor)))
-        rgba = cv2.resize(rgba, (tw, th), interpolation=cv2.INTER_AREA)
+        rgba = _shrunk(template, rgba, (tw, th))
         src = (src + 0.5) * np.array([tw / template.rgba.shape[1], th / template.rgba.shape[0]],
                                      np.float32) - 0.5
 
@@ -160,7 +177,7 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         # bright as the photo's whites allow), whatever the form's overall tilt
         solid = body[sl] > 0.5
         if solid.any():
-            lit = lit / max(float(np.percentile(lit[solid][::3], 95)), 0.5)
+            lit = lit / max(quantile(lit[solid][::3], 0.95), 0.5)
         level = light.white
     else:   # only the exposure of this photo is applied
         lit = np.ones(rgb.shape[:2], np.float32)
@@ -179,7 +196,6 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         for path in paths:
             cv2.polylines(loop_a, [np.round(to_render(path) * 16).astype(np.int32)], False, 255,
                           thickness=max(1, int(round(thick))), lineType=cv2.LINE_AA, shift=4)
-        la = loop_a.astype(np.float32) / 255.0
         if straps == "bands":
             band = BAND_COLORS[int(lg.integers(len(BAND_COLORS)))]
             params["strap_color"] = list(band)
@@ -191,10 +207,18 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         else:
             loop_rgb = np.array([0.95, 0.95, 0.94], np.float32)
         loop_col = loop_rgb[None, None, :] * level * 0.9 * gains
-        behind = la * (1 - body)
-        alpha = body + behind
-        out = (out * body[..., None] + loop_col * behind[..., None]) / np.maximum(alpha, 1e-4)[..., None]
-        out = np.where(alpha[..., None] > 1e-4, out, loop_col)
+        # only inside the loops' box (the rest of the layer keeps the body alone)
+        lx, ly, lw, lh = cv2.boundingRect(loop_a)
+        alpha = body.copy()
+        if lw and lh:
+            ls = (slice(ly, ly + lh), slice(lx, lx + lw))
+            under = body[ls]
+            behind = loop_a[ls].astype(np.float32) * (1.0 / 255.0) * (1 - under)
+            both = under + behind
+            mixed = (out[ls] * under[..., None] + loop_col * behind[..., None]) / \
+                np.maximum(both, 1e-4)[..., None]
+            out[ls] = np.where(both[..., None] > 1e-4, mixed, loop_col)
+            alpha[ls] = both
 
     # contact shadow on the skin along the top edge
     top = to_render(dst[0])

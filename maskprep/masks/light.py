@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from maskprep.masks.render import luminance
+from maskprep.masks.render import luminance, quantile
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def face_exposure(image: np.ndarray, landmarks: np.ndarray) -> float:
     if x1 - x0 < 2 or y1 - y0 < 2:
         return 180.0
     step = max(1, int(max(x1 - x0, y1 - y0) // 64))
-    return float(np.percentile(luminance(image[y0:y1:step, x0:x1:step]), 90))
+    return quantile(luminance(image[y0:y1:step, x0:x1:step]), 0.9)
 
 
 def exposure_gain(image: np.ndarray, landmarks: np.ndarray) -> float:
@@ -95,7 +95,7 @@ def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1
     if len(xs) < 12:
         ys, xs = np.nonzero(np.ones_like(region))
     values = lum[ys, xs]
-    face_level = float(np.percentile(values, 90))
+    face_level = quantile(values, 0.9)
     # plane fit: luminance = a + b x + c y (x, y in face widths from the face centre)
     centre = lm.mean(axis=0)
     px = (xs * step + x0 - centre[0]) / face_w
@@ -121,7 +121,7 @@ def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1
     # white balance and white level from the photo's brightest pixels
     sample = _sample(image).reshape(-1, 3).astype(np.float32)
     slum = luminance(sample)
-    p97, p995 = np.percentile(slum, (97, 99.5))   # one sort for both
+    p97, p995 = quantile(slum, 0.97), quantile(slum, 0.995)
     bright = slum >= p97
     mean = sample[bright].mean(axis=0)
     gains = mean / max(float(luminance(mean)), 1.0)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -43,6 +45,20 @@ class MaskLayer:
         return out
 
 
+def quantile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, 100 * q)`` (linear interpolation, same result) by a partial sort:
+    several times cheaper on the small arrays the render layers measure."""
+    flat = np.asarray(values).ravel()
+    if flat.size == 0:
+        raise ValueError("quantile of an empty array")
+    pos = q * (flat.size - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, flat.size - 1)
+    part = np.partition(flat, (lo, hi))
+    return float(part[lo] + (part[hi] - part[lo]) * (pos - lo))
+
+
+@functools.lru_cache(maxsize=16)
 def _triangles(rows: int, cols: int) -> np.ndarray:
     """Index triples (into a flattened rows x cols grid), two triangles per cell."""
     tris = []
@@ -160,8 +176,8 @@ def _blur_of_luminance(lum: np.ndarray) -> float:
     if min(lum.shape) < 8:
         return 0.0
     # percentiles over every other pixel: the same answer at a quarter of the sorting cost
-    fine = np.percentile(np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 0.7))[::2, ::2], 90)
-    coarse = np.percentile(np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 2.5))[::2, ::2], 90)
+    fine = quantile(np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 0.7))[::2, ::2], 0.9)
+    coarse = quantile(np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 2.5))[::2, ::2], 0.9)
     ratio = float(fine / max(coarse, 1e-3))
     return float(np.interp(ratio, _SHARPNESS, _BLUR_SIGMA))
 

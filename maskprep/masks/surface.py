@@ -87,20 +87,27 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def _smooth_noise(shape: tuple[int, int], cells: tuple[int, int], seed: int) -> np.ndarray:
+def _smooth_noise(shape: tuple[int, int], cells: tuple[int, int], seed: int,
+                  how: int = cv2.INTER_CUBIC) -> np.ndarray:
     """Low-frequency noise (about ``cells`` bumps across), zero mean, unit-ish amplitude."""
     rng = np.random.default_rng(seed)
     coarse = rng.standard_normal((cells[1] + 1, cells[0] + 1)).astype(np.float32)
-    return cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(coarse, (shape[1], shape[0]), interpolation=how)
 
 
-def _segment_distance(u: np.ndarray, v: np.ndarray, a: tuple[float, float],
-                      b: tuple[float, float]) -> np.ndarray:
-    """Distance of every (u, v) to the segment a-b (v scaled by 0.75: about the mask's aspect)."""
-    ax, ay, bx, by = a[0], a[1] * 0.75, b[0], b[1] * 0.75
+def _folds(u: np.ndarray, v: np.ndarray, segs: list) -> np.ndarray:
+    """Sum of Gaussian ridges (height > 0) or valleys along segments ``(a, b, height, width)`` in
+    (u, v), ``u`` a row and ``v`` a column vector: every segment in one vectorised pass."""
+    a = np.array([s[0] for s in segs], np.float32)[:, None, None, :]
+    b = np.array([s[1] for s in segs], np.float32)[:, None, None, :]
+    amp = np.array([s[2] for s in segs], np.float32)[:, None, None]
+    wid = np.array([s[3] for s in segs], np.float32)[:, None, None]
+    vs = v * 0.75   # about the mask's aspect
+    ax, ay, bx, by = a[..., 0], a[..., 1] * 0.75, b[..., 0], b[..., 1] * 0.75
     dx, dy = bx - ax, by - ay
-    t = np.clip(((u - ax) * dx + (v * 0.75 - ay) * dy) / max(dx * dx + dy * dy, 1e-9), 0, 1)
-    return np.hypot(u - ax - t * dx, v * 0.75 - ay - t * dy)
+    t = np.clip(((u - ax) * dx + (vs - ay) * dy) / np.maximum(dx * dx + dy * dy, 1e-9), 0, 1)
+    dist2 = (u - ax - t * dx) ** 2 + (vs - ay - t * dy) ** 2
+    return (amp * np.exp(-dist2 / (wid * wid))).sum(axis=0)
 
 
 # The smooth part of the form is computed on a small grid over (u, v) and looked up per pixel
@@ -111,7 +118,7 @@ _U_RANGE, _V_RANGE = (-1.2, 1.2), (-0.2, 1.2)
 def _form_grid(kind: str, d: dict[str, Any], width_px: float) -> np.ndarray:
     """The mask's smooth form (heights in mask widths) on a (u, v) grid: dome, cheek wrap, the turn
     under the chin, the type's broad folds, the nose tent and its creases, buckles and wrinkles."""
-    gw = int(np.clip(width_px * 1.2, 112, 256))
+    gw = int(np.clip(width_px * 0.8, 80, 256))   # a crease (0.05 wide in u) spans >= 3 cells
     gh = int(gw * 0.6)
     u = np.linspace(*_U_RANGE, gw, dtype=np.float32)[None, :]
     v = np.linspace(*_V_RANGE, gh, dtype=np.float32)[:, None]
@@ -134,18 +141,42 @@ def _form_grid(kind: str, d: dict[str, Any], width_px: float) -> np.ndarray:
         # the ridge down the nose bridge, falling off to the cheeks, fading below the nose
         along = 1 - _smoothstep(vc / 0.6)
         h = h + d["tent"] * np.clip(1 - np.abs(u) / 0.5, 0, None) ** 1.5 * along
+    h = np.ascontiguousarray(h, dtype=np.float32)
+    # folds along segments, all in one pass: (a, b, height, width) each
+    segs = []
+    if d.get("tent", 0) > 0:
         # the crease each side: from beside the bridge down and out towards the cheek
-        for sgn in (-1.0, 1.0):
-            dist = _segment_distance(uc, vc, (0.1 * sgn, 0.04), (0.55 * sgn, 0.5))
-            h -= d["nose_crease"] * np.exp(-(dist / 0.06) ** 2)
+        segs += [((0.1 * sgn, 0.04), (0.55 * sgn, 0.5), -d["nose_crease"], 0.06) for sgn in (-1.0, 1.0)]
     for cu, cv, ang, length, depth in d.get("creases", ()):
         # a soft buckle: a low ridge (or a valley, by the sign of ``cu``'s draw) a few % wide
         du, dv = np.cos(ang) * length / 2, np.sin(ang) * length / 2
-        dist = _segment_distance(uc, vc, (cu - du, cv - dv), (cu + du, cv + dv))
-        h += depth * (1 if int(cu * 1000) % 2 else -1) * np.exp(-(dist / 0.05) ** 2)
+        segs.append(((cu - du, cv - dv), (cu + du, cv + dv),
+                     depth * (1 if int(cu * 1000) % 2 else -1), 0.05))
+    if segs:
+        h += _folds(uc, vc, segs)
     if d["wrinkle"] > 0:
         h += d["wrinkle"] * _smooth_noise((gh, gw), (7, 5), d["wrinkle_seed"])
     return h.astype(np.float32)
+
+
+def _pleat_table(d: dict[str, Any]) -> np.ndarray:
+    """A surgical mask's pleats, tape and nose wire as heights (mask widths) on a 512 (v, 0..1) x
+    48 (u, -1..1) table: a slow rise to each crease, then a sharp drop (lit band, dark crease);
+    pleats pressed flat at the side tapes; the bound edge a flat tape, a crease under the wire."""
+    t = np.linspace(0.0, 1.0, 512)
+    us = np.linspace(-1.0, 1.0, 48)
+    prof = np.zeros_like(t)
+    width = d["pleat_width"]
+    for pv in d["pleats"]:
+        x = (t - (pv - width)) / width      # 0..1 over the rise, the crease at 1
+        rise = _smoothstep(x) * (x < 1.0)
+        drop = np.exp(-np.clip(x - 1.0, 0, None) * 4.0) * (x >= 1.0)   # the crease: steep
+        prof += d["pleat_depth"] * (rise + drop * 0.999) * (x > 0)
+    tape = 0.004 * _smoothstep(np.minimum(t, 1 - t) / 0.06) - 0.004
+    wire = -0.006 * np.exp(-((t - 0.075) / 0.02) ** 2)
+    taper = 1 - _smoothstep((np.abs(us) - 0.86) / 0.14) * 0.7
+    table = (np.outer(prof, taper) + tape[:, None] + np.outer(wire, np.abs(us) < 0.4))
+    return table.astype(np.float32)
 
 
 def height_field(kind: str, u: np.ndarray, v: np.ndarray, width_px: float,
@@ -162,22 +193,9 @@ def height_field(kind: str, u: np.ndarray, v: np.ndarray, width_px: float,
     gy = (v - _V_RANGE[0]) * ((gh - 1) / (_V_RANGE[1] - _V_RANGE[0]))
     h = cv2.remap(grid, gx.astype(np.float32), gy.astype(np.float32), cv2.INTER_LINEAR,
                   borderMode=cv2.BORDER_REPLICATE)
-    if kind == "surgical":   # the sharp pleat creases: per pixel, from one tabulated profile
-        uc, vc = np.clip(u, -1.0, 1.0), np.clip(v, 0.0, 1.0)
-        taper = 1 - _smoothstep((np.abs(uc) - 0.86) / 0.14) * 0.7   # pressed flat at the side tape
-        t = np.linspace(0.0, 1.0, 1025)
-        prof = np.zeros_like(t)
-        width = d["pleat_width"]
-        for pv in d["pleats"]:
-            x = (t - (pv - width)) / width      # 0..1 over the rise, the crease at 1
-            rise = _smoothstep(x) * (x < 1.0)
-            drop = np.exp(-np.clip(x - 1.0, 0, None) * 4.0) * (x >= 1.0)   # the crease: steep
-            prof += d["pleat_depth"] * (rise + drop * 0.999) * (x > 0)
-        edge = np.minimum(t, 1 - t)
-        tape = 0.004 * _smoothstep(edge / 0.06) - 0.004  # bound edge: a flat tape, slightly lower
-        wire = -0.006 * np.exp(-((t - 0.075) / 0.02) ** 2)   # nose wire: a crease under the top tape
-        h += (taper * np.interp(vc, t, prof).astype(np.float32) + np.interp(vc, t, tape)
-              + np.interp(vc, t, wire) * (np.abs(uc) < 0.4))
+    if kind == "surgical":   # the sharp pleat creases, from a fine (v) x coarse (u) table
+        h += cv2.remap(_pleat_table(d), ((np.clip(u, -1.0, 1.0) + 1.0) * 23.5).astype(np.float32),
+                       (np.clip(v, 0.0, 1.0) * 511.0).astype(np.float32), cv2.INTER_LINEAR)
     elif kind == "n95" and "valve" in d:
         h += 0.035 * valve(np.clip(u, -1, 1), np.clip(v, 0, 1), d["valve"])
     return (h * width_px).astype(np.float32)
@@ -206,6 +224,62 @@ def normals(height: np.ndarray) -> np.ndarray:
     return n / np.linalg.norm(n, axis=2, keepdims=True)
 
 
+_TILE = 256
+_TILES: dict[tuple[str, float], np.ndarray] = {}   # per process: one noise texture per material and scale
+
+
+def _texture_tile(kind: str, scale: float) -> np.ndarray:
+    """A _TILE x _TILE texture of one material at one render scale (unit std),
+    made once per process: the per-output draw only picks where in it the mask's patch lies."""
+    key = (kind, scale)
+    if key not in _TILES:
+        rng = np.random.default_rng(sum(map(ord, kind)))
+        shape = (_TILE, _TILE)
+        noise = rng.standard_normal(shape).astype(np.float32)
+        if kind == "nonwoven":   # short fibres: noise stretched along both directions
+            a = cv2.GaussianBlur(noise, (0, 0), sigmaX=1.6 * scale, sigmaY=0.45 * scale)
+            b = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0),
+                                 sigmaX=0.45 * scale, sigmaY=1.6 * scale)
+            tex = a + b
+        elif kind == "meltblown":  # soft blotches plus a fine grain
+            tex = cv2.GaussianBlur(noise, (0, 0), 1.2 * scale)
+            fine = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), 0.5 * scale)
+            tex = 0.8 * tex / max(float(np.std(tex)), 1e-6) + 0.6 * fine / max(float(np.std(fine)), 1e-6)
+        elif kind == "cotton":     # the weave's irregularity
+            tex = cv2.GaussianBlur(noise, (0, 0), 0.6 * scale)
+        elif kind == "white":      # camera grain
+            tex = noise
+        else:                      # knit / sponge: fine pores
+            tex = cv2.GaussianBlur(noise, (0, 0), 0.5 * scale)
+            tex = 0.7 * tex / max(float(np.std(tex)), 1e-6)
+        if kind in ("nonwoven",):
+            tex = tex / max(float(np.std(tex)), 1e-6)
+        if len(_TILES) > 32:
+            _TILES.clear()
+        _TILES[key] = tex.astype(np.float32)
+    return _TILES[key]
+
+
+def _noise_patch(kind: str, scale: float, shape: tuple[int, int], seed: int) -> np.ndarray:
+    """A ``shape`` patch of the material's texture tile, at an offset drawn from ``seed`` (wrapped
+    round the tile where the patch is larger)."""
+    tile = _texture_tile(kind, max(0.25, round(float(scale) * 4) / 4))   # a few tiles per process
+    rng = np.random.default_rng(seed)
+    oy, ox = (int(x) for x in rng.integers(0, _TILE, 2))
+    h, w = shape
+    if h + oy <= _TILE and w + ox <= _TILE:
+        return tile[oy:oy + h, ox:ox + w]
+    ys = (np.arange(h) + oy) % _TILE
+    xs = (np.arange(w) + ox) % _TILE
+    return tile[np.ix_(ys, xs)]
+
+
+def white_noise(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Unit white noise of ``shape``: a patch of one tile made per process (drawing fresh noise
+    for every mask cost more than the rest of its camera layer)."""
+    return _noise_patch("white", 1.0, shape, seed)
+
+
 def material(u: np.ndarray, v: np.ndarray, width_px: float, scale: float,
              d: dict[str, Any]) -> np.ndarray:
     """Albedo multiplier (mean about 1) of the mask's material, in render pixels.
@@ -213,38 +287,26 @@ def material(u: np.ndarray, v: np.ndarray, width_px: float, scale: float,
     ``scale`` is render pixels per output pixel: fibres and threads keep their size in the output.
     Nonwoven: short fibres (noise stretched along random directions); melt-blown: soft blotches;
     cotton: a weave that follows the mask's (u, v); knit: fine pores."""
-    rng = np.random.default_rng(d["material_seed"])
     shape = u.shape
     amp = d["fibre"]
     kind = d["material"]
-    noise = rng.standard_normal(shape).astype(np.float32)
-    if kind == "nonwoven":
-        a = cv2.GaussianBlur(noise, (0, 0), sigmaX=1.6 * scale, sigmaY=0.45 * scale)
-        b = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0),
-                             sigmaX=0.45 * scale, sigmaY=1.6 * scale)
-        tex = (a + b) / max(float(np.std(a + b)), 1e-6)
-    elif kind == "meltblown":
-        tex = cv2.GaussianBlur(noise, (0, 0), 1.2 * scale)
-        tex = tex / max(float(np.std(tex)), 1e-6) * 0.8
-        fine = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), 0.5 * scale)
-        tex += 0.6 * fine / max(float(np.std(fine)), 1e-6)
-    elif kind == "cotton":
+    if kind == "cotton":
         # threads about 1.6 output px apart, never fewer than 60 across the mask
         period = min(1.6 * scale, width_px / 60.0)
         x = u * width_px / 2 / period
         y = v * width_px * 0.75 / period
         tex = 0.9 * np.sin(2 * np.pi * (x + y) / 2) + 0.5 * np.sin(2 * np.pi * x)
-        tex += cv2.GaussianBlur(noise, (0, 0), 0.6 * scale)
-    else:  # knit / sponge
-        tex = cv2.GaussianBlur(noise, (0, 0), 0.5 * scale)
-        tex = tex / max(float(np.std(tex)), 1e-6) * 0.7
+        tex += _noise_patch("cotton", scale, shape, d["material_seed"])
+    else:
+        tex = _noise_patch(kind, scale, shape, d["material_seed"])
     return (1.0 + amp * tex).astype(np.float32)
 
 
 def edge_wobble(shape: tuple[int, int], amount: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Smooth displacements (dx, dy, float32 maps of ``shape``, unit: the mask's width times
     ``amount``) that make a drawn outline slightly irregular, about 9 bumps along the mask."""
-    return (amount * _smooth_noise(shape, (9, 6), seed), amount * _smooth_noise(shape, (9, 6), seed + 1))
+    return (amount * _smooth_noise(shape, (9, 6), seed, cv2.INTER_LINEAR),
+            amount * _smooth_noise(shape, (9, 6), seed + 1, cv2.INTER_LINEAR))
 
 
 def template_uv(grid: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
