@@ -266,7 +266,7 @@ def ear_points(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for side, (top_i, low_i) in ((-1, (0, 1)), (1, (16, 15))):
         near = max(0.0, -side * yaw)      # this side turned towards the camera
         farness = max(0.0, side * yaw)
-        outward = frame.right * side * frame.width * (0.07 + 0.12 * near - 0.07 * min(farness * 3, 1))
+        outward = frame.right * side * frame.width * (0.06 + 0.1 * near - 0.06 * min(farness * 3, 1))
         upper = lm[top_i] + frame.up * frame.height * 0.04 + outward
         lower = lm[low_i] + outward * 1.2
         out.append(np.stack([upper, lower]))

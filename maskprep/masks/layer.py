@@ -46,6 +46,28 @@ def _template_uv(template: MaskTemplate, shape: tuple[int, int], src: np.ndarray
     return _UV[key]
 
 
+def refine_columns(grid: np.ndarray, smooth: bool) -> np.ndarray:
+    """A ``rows x (2 cols - 1)`` grid: a point between each pair of columns, on the straight line
+    (``smooth=False``: the flat template) or on a Catmull-Rom curve through the row (the fitted
+    face grid, whose rows follow the jaw: a straight chord there left a faceted outline)."""
+    g = np.asarray(grid, np.float32)
+    left, right = g[:, :-1], g[:, 1:]
+    mid = (left + right) / 2
+    if smooth and g.shape[1] >= 3:
+        before = np.concatenate([g[:, :1] * 2 - g[:, 1:2], g[:, :-2]], axis=1)
+        after = np.concatenate([g[:, 2:], g[:, -1:] * 2 - g[:, -2:-1]], axis=1)
+        bend = (mid - (before + after) / 2) * 0.125   # Catmull-Rom at t = 1/2 ...
+        # ... never more than a fifth of the columns' spacing (compressed columns on the far side
+        # of a turned head would fold over)
+        room = 0.2 * np.linalg.norm(right - left, axis=-1, keepdims=True)
+        size = np.linalg.norm(bend, axis=-1, keepdims=True)
+        mid = mid + bend * np.minimum(1.0, room / np.maximum(size, 1e-6))
+    out = np.empty((g.shape[0], 2 * g.shape[1] - 1, 2), np.float32)
+    out[:, ::2] = g
+    out[:, 1::2] = mid
+    return out
+
+
 _SHRUNK: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}   # per process: natural-colour templates at a few sizes
 
 
@@ -104,7 +126,9 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
                                      np.float32) - 0.5
 
     # the box: mask and loops, in image px, then in render px
-    src_ext, dst_ext = extend_grid(src), extend_grid(dst)
+    # twice as many columns, the face's on a smooth curve: no facets along the jaw-side outline
+    src_ext = extend_grid(refine_columns(src, False), col_margin=2.0)   # the same margin as before
+    dst_ext = extend_grid(refine_columns(dst, True), col_margin=2.0)
     pts = np.concatenate([dst_ext.reshape(-1, 2), *paths]) if paths else dst_ext.reshape(-1, 2)
     hgt, wid = image.shape[:2]
     x0 = int(np.clip(np.floor(pts[:, 0].min()) - 2, 0, wid))

@@ -98,6 +98,10 @@ def warp_mesh(src: np.ndarray, src_grid: np.ndarray, dst_grid: np.ndarray,
     return warped, x0, y0
 
 
+COARSE_MAP_AREA = 40_000   # boxes at least this large get their maps every COARSE_STEP px, interpolated
+COARSE_STEP = 2   # 4 left a jagged far side on turned heads (compressed columns)
+
+
 def mesh_maps(src_grid: np.ndarray, dst_grid: np.ndarray,
               box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The piecewise-affine map from ``dst_grid`` back to ``src_grid`` over the destination
@@ -112,7 +116,7 @@ def mesh_maps(src_grid: np.ndarray, dst_grid: np.ndarray,
     tris = _triangles(rows, cols)
     # The piecewise-affine map is continuous, so on big crops it is computed every ``step`` px
     # and interpolated (exact inside each triangle up to sub-pixel error along its edges).
-    step = 1 if h * w < 40_000 else 4
+    step = 1 if h * w < COARSE_MAP_AREA else COARSE_STEP
     extra = 1 if step > 1 else 0   # one more coarse sample to interpolate up to the far edge
     ch, cw = -(-h // step) + extra, -(-w // step) + extra
     # Triangle id per (coarse) pixel (0 = none); later triangles win on shared edges, where
