@@ -99,6 +99,14 @@ def _jaw_point(lm: np.ndarray, s: float) -> np.ndarray:
     return lm[i] * (1 - f) + lm[i + 1] * f
 
 
+def _jaw_points(lm: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """:func:`_jaw_point` for an array of fractional indices (N x 2)."""
+    s = np.clip(np.asarray(s, np.float64), 0, 16)
+    i = np.minimum(np.floor(s).astype(int), 15)
+    f = (s - i)[:, None]
+    return lm[i] * (1 - f) + lm[i + 1] * f
+
+
 def _resample(poly: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """Points at normalised arc lengths ``ts`` along a polyline."""
     seg = np.hypot(*np.diff(poly, axis=0).T)
@@ -158,19 +166,15 @@ def fit_grid(landmarks: np.ndarray, rows: int, cols: int, wear: str = "correct",
     bulge = float(fit.get("bulge", 0.05)) * (1.0 if wear == "correct" else 0.4)
 
     us = np.linspace(-1.0, 1.0, cols)
-    top = np.empty((cols, 2))
-    bottom = np.empty((cols, 2))
-    corners = (_jaw_point(lm, s_corner), _jaw_point(lm, 16 - s_corner))
-    for k, u in enumerate(us):
-        side = 0 if u < 0 else 1
-        a = abs(u)
-        # top edge: from the corner to the top centre, bowed up over the cheeks
-        top[k] = corners[side] * a + top_c * (1 - a) + frame.up * h * bulge * np.sin(np.pi * a)
-        # bottom edge: along the jaw round the chin, a little outside the jaw line
-        s = s_bottom + (8 - s_bottom) * (1 - a)
-        p = _jaw_point(lm, s if side == 0 else 16 - s)
-        margin = 0.015 + chin_margin * (1 - a) ** 2
-        bottom[k] = p + (p - centre) * margin
+    a = np.abs(us)[:, None]
+    right_side = us >= 0
+    corners = np.where(right_side[:, None], _jaw_point(lm, 16 - s_corner), _jaw_point(lm, s_corner))
+    # top edge: from the corner to the top centre, bowed up over the cheeks
+    top = corners * a + top_c * (1 - a) + frame.up * h * bulge * np.sin(np.pi * a)
+    # bottom edge: along the jaw round the chin, a little outside the jaw line
+    s = s_bottom + (8 - s_bottom) * (1 - a[:, 0])
+    p = _jaw_points(lm, np.where(right_side, 16 - s, s))
+    bottom = p + (p - centre) * (0.015 + chin_margin * (1 - a) ** 2)
     # The corners sit a touch outside the jaw line too (the mask stands off the cheek).
     top[0] += (top[0] - centre) * 0.015
     top[-1] += (top[-1] - centre) * 0.015

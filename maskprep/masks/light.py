@@ -158,10 +158,21 @@ def contact_shadow(top_edge: np.ndarray, up: np.ndarray, shape: tuple[int, int],
     ``top_edge``: the edge as a polyline (render px, relative to the array); ``up``: the face's up
     vector; ``body``: the mask's alpha (the shadow falls on skin, not on the mask)."""
     strip = np.concatenate([top_edge, (top_edge + up * band)[::-1]])
-    mask = np.zeros(shape, np.float32)
-    cv2.fillPoly(mask, [np.round(strip * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    out = np.ones(shape, np.float32)
+    # only around the strip (3 sigma of both blurs): the rest of the box is untouched skin
+    pad = int(np.ceil(1.5 * max(band, 1.0))) + 2
+    x0, y0 = (max(int(np.floor(c)) - pad, 0) for c in strip.min(axis=0))
+    x1, y1 = (int(np.ceil(c)) + pad for c in strip.max(axis=0))
+    x1, y1 = min(x1, shape[1]), min(y1, shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return out
+    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    cv2.fillPoly(mask, [np.round((strip - (x0, y0)) * 16).astype(np.int32)], 1.0,
+                 lineType=cv2.LINE_AA, shift=4)
+    under = body[y0:y1, x0:x1]
     # darkest at the edge, fading upwards
     soft = cv2.GaussianBlur(mask, (0, 0), max(band / 3.0, 0.5))
-    edge = np.clip(cv2.GaussianBlur(body, (0, 0), max(band / 2.0, 0.5)) * 2.0, 0, 1)
-    amount = strength * soft * edge * (1.0 - body)
-    return np.clip(1.0 - amount, 0.0, 1.0).astype(np.float32)
+    edge = np.clip(cv2.GaussianBlur(under, (0, 0), max(band / 2.0, 0.5)) * 2.0, 0, 1)
+    amount = strength * soft * edge * (1.0 - under)
+    out[y0:y1, x0:x1] = np.clip(1.0 - amount, 0.0, 1.0)
+    return out
