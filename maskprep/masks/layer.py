@@ -22,6 +22,7 @@ from maskprep.masks.templates import MaskTemplate, colored_rgba
 from maskprep.runner import derive_seed
 
 STRAPS = {"n95": "bands"}                   # the others have ear loops
+SMOOTH_OUTLINE_PX = 160                     # masks wider than this get a smoothed outline
 LOOP_VISIBLE = 0.85                          # share of outputs whose loops show (hair hides the rest)
 # Real strap colours of N95s (off-white elastic, yellow, blue) as albedo 0..1
 BAND_COLORS = ((0.93, 0.92, 0.88), (0.9, 0.82, 0.45), (0.5, 0.62, 0.8))
@@ -126,9 +127,13 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
                                      np.float32) - 0.5
 
     # the box: mask and loops, in image px, then in render px
-    # twice as many columns, the face's on a smooth curve: no facets along the jaw-side outline
-    src_ext = extend_grid(refine_columns(src, False), col_margin=2.0)   # the same margin as before
-    dst_ext = extend_grid(refine_columns(dst, True), col_margin=2.0)
+    # on a big mask, twice as many columns, the face's on a smooth curve: no facets along the
+    # jaw-side outline (on a small one the facets are under a pixel or two: not worth the triangles)
+    if target_w > SMOOTH_OUTLINE_PX:
+        src_ext = extend_grid(refine_columns(src, False), col_margin=2.0)   # the same margin
+        dst_ext = extend_grid(refine_columns(dst, True), col_margin=2.0)
+    else:
+        src_ext, dst_ext = extend_grid(src), extend_grid(dst)
     pts = np.concatenate([dst_ext.reshape(-1, 2), *paths]) if paths else dst_ext.reshape(-1, 2)
     hgt, wid = image.shape[:2]
     x0 = int(np.clip(np.floor(pts[:, 0].min()) - 2, 0, wid))
