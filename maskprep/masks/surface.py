@@ -218,10 +218,10 @@ def valve(u: np.ndarray, v: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
 
 def normals(height: np.ndarray) -> np.ndarray:
     """Unit surface normals (H x W x 3, z towards the camera) of a height field in pixels."""
-    gx = cv2.Sobel(height, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(height, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    n = np.dstack([-gx, -gy, np.ones_like(gx)])
-    return n / np.linalg.norm(n, axis=2, keepdims=True)
+    gx = cv2.Sobel(height, cv2.CV_32F, 1, 0, ksize=3, scale=-1.0 / 8.0)
+    gy = cv2.Sobel(height, cv2.CV_32F, 0, 1, ksize=3, scale=-1.0 / 8.0)
+    inv = 1.0 / np.sqrt(1.0 + gx * gx + gy * gy)
+    return np.dstack([gx * inv, gy * inv, inv])
 
 
 _TILE = 256
