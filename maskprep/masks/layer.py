@@ -22,6 +22,7 @@ from maskprep.masks.templates import MaskTemplate, colored_rgba
 from maskprep.runner import derive_seed
 
 STRAPS = {"n95": "bands"}                   # the others have ear loops
+WOBBLE_MIN_PX = 0.4                         # edge wobble (1 sigma, output px) worth drawing
 SMOOTH_OUTLINE_PX = 160                     # masks wider than this get a smoothed outline
 LOOP_VISIBLE = 0.85                          # share of outputs whose loops show (hair hides the rest)
 # Real strap colours of N95s (off-white elastic, yellow, blue) as albedo 0..1
@@ -155,7 +156,9 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     if synthetic:
         sd = surface.draw_surface(template.name, wear, streams["surface"])
         params["surface"] = sd
-        # an irregular outline: the template is sampled through slightly wobbling maps
+    if synthetic and sd["edge_wobble"] * target_w >= WOBBLE_MIN_PX:
+        # an irregular outline: the template is sampled through slightly wobbling maps (on a small
+        # mask the wobble is under a pixel: not drawn)
         dx, dy = surface.edge_wobble((H, W), sd["edge_wobble"] * template_w, sd["edge_seed"])
         # ... but hardly along the top edge: the nose wire and the tape keep it straight
         top_y, bottom_y = float(src[0, :, 1].mean()), float(src[-1, :, 1].mean())
