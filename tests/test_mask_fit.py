@@ -147,10 +147,12 @@ def test_surgical_pleats_are_shaded_folds_not_lines(seed):
 
     u, v = _flat_uv()
     d = draw_surface("surgical", "correct", np.random.default_rng(seed))
-    d.update(dome=0.0, wrap=0.0, chin_wrap=0.0, wrinkle=0.0)   # the pleats alone
+    d.update(dome=0.0, wrap=0.0, chin_wrap=0.0, wrinkle=0.0,   # the pleats alone
+             tent=0.0, nose_crease=0.0, creases=[])
     lit = shade(normals(height_field("surgical", u, v, 320.0, d)),
                 Light((0.0, -0.6, 0.8), 0.7, (1.0, 1.0, 1.0), 230.0, 180.0))
-    column = lit[int(0.12 * 240):, 160]   # below the nose-wire crease in the top tape
+    # below the nose-wire crease in the top tape, above the bottom tape (its edge turns away: dark)
+    column = lit[int(0.12 * 240):int(0.93 * 240), 160]
     dark = column < 0.93
     bright = column > 1.02
     # count dark runs (creases) that follow a bright run (the lit slope above)

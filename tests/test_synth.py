@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from maskprep.cli import cli
 from maskprep.images import read_image
 from maskprep.manifest import read_manifest
-from maskprep.masks.fit import WEAR_MODES, check_face, fit_grid
+from maskprep.masks.fit import WEAR_MODES, check_face, face_frame, fit_grid, loop_paths, yaw_proxy
 from maskprep.masks.render import composite, composite_layer
 from maskprep.masks.synth import find_faces, mask_faces, render_mask, synth_masks
 from maskprep.masks.templates import MASK_TYPES, colored_rgba, load_template, parse_color
@@ -183,6 +183,43 @@ def test_loops_reach_beyond_the_mask_towards_the_ear(faces_by_photo, rel):
     assert dist[loop].max() > 0.08 * face_w
     # the loop is thin: a cord, not a band
     assert loop.sum() < 0.05 * body.sum()
+
+
+@pytest.mark.parametrize("rel", ["barack_obama/obama.jpg", "rose_leslie/img2.jpg"])
+def test_both_ear_loops_show_on_a_frontal_face(faces_by_photo, rel):
+    """On a frontal face both loops show (only one did): on each side, loop pixels outside the
+    mask body run from the mask's corner to near that side's ear (jaw landmark 0 / 16)."""
+    image, faces = faces_by_photo[rel]
+    lm = faces[0]
+    assert abs(yaw_proxy(lm)) < 0.15   # frontal
+    face_w = float(np.hypot(*(lm[16] - lm[0])))
+    layer, _ = render_mask(image, lm, "kf94", "correct", rng=np.random.default_rng(3),
+                           draws={"loops": True})
+    loop = (layer.alpha > 0.3) & (layer.coverage < 0.05)
+    ys, xs = np.nonzero(loop)
+    pts = np.stack([xs + layer.x0, ys + layer.y0], axis=1).astype(np.float32)
+    across = (pts - lm[27]) @ face_frame(lm).right
+    for ear_i, side in ((0, across < 0), (16, across > 0)):
+        assert side.sum() > 0.1 * face_w, (ear_i, int(side.sum()))    # a cord, not a speck
+        assert np.hypot(*(pts[side] - lm[ear_i]).T).min() < 0.1 * face_w, ear_i
+
+
+def test_n95_head_straps_curve_round_the_head(faces_by_photo):
+    """N95 straps are not straight lines: each bends away from its chord (it wraps round the head),
+    the upper one ends above the lower one, and both leave from the cup's sides."""
+    _, faces = faces_by_photo["barack_obama/obama.jpg"]
+    lm = faces[0]
+    frame = face_frame(lm)
+    grid = fit_grid(lm, 5, 9, "correct")
+    paths = loop_paths(grid, lm, "bands")
+    assert len(paths) == 4     # two straps each side on a frontal face
+    for path in paths:
+        a, b = path[0], path[-1]
+        chord = (b - a) / np.hypot(*(b - a))
+        off = np.abs((path - a) @ np.array([-chord[1], chord[0]]))
+        assert off.max() > 0.01 * frame.width      # bent, not a straight segment
+    for upper, lower in ((paths[0], paths[1]), (paths[2], paths[3])):
+        assert upper[-1] @ frame.up > lower[-1] @ frame.up + 0.1 * frame.height
 
 
 def test_each_render_layer_draws_from_its_own_recorded_stream(faces_by_photo):

@@ -31,6 +31,7 @@ _EDGE_MARGIN = 0.035          # of the face height: clearance from both, room fo
 DEFAULT_MIN_FACE = 40         # px between jaw points 0 and 16: smaller faces are skipped
 DEFAULT_MAX_YAW = 0.6         # |yaw proxy| above this: too turned for a sane fit
 DEFAULT_MAX_ROLL = 60.0       # degrees
+_FAR_LOOP_YAW = 0.3           # yaw beyond which the far side's ear loop is hidden behind the cheek
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,14 @@ def _jaw_point(lm: np.ndarray, s: float) -> np.ndarray:
     s = float(np.clip(s, 0, 16))
     i = min(int(np.floor(s)), 15)
     f = s - i
+    return lm[i] * (1 - f) + lm[i + 1] * f
+
+
+def _jaw_points(lm: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """:func:`_jaw_point` for an array of fractional indices (N x 2)."""
+    s = np.clip(np.asarray(s, np.float64), 0, 16)
+    i = np.minimum(np.floor(s).astype(int), 15)
+    f = (s - i)[:, None]
     return lm[i] * (1 - f) + lm[i + 1] * f
 
 
@@ -151,19 +160,15 @@ def fit_grid(landmarks: np.ndarray, rows: int, cols: int, wear: str = "correct",
     bulge = float(fit.get("bulge", 0.05)) * (1.0 if wear == "correct" else 0.4)
 
     us = np.linspace(-1.0, 1.0, cols)
-    top = np.empty((cols, 2))
-    bottom = np.empty((cols, 2))
-    corners = (_jaw_point(lm, s_corner), _jaw_point(lm, 16 - s_corner))
-    for k, u in enumerate(us):
-        side = 0 if u < 0 else 1
-        a = abs(u)
-        # top edge: from the corner to the top centre, bowed up over the cheeks
-        top[k] = corners[side] * a + top_c * (1 - a) + frame.up * h * bulge * np.sin(np.pi * a)
-        # bottom edge: along the jaw round the chin, a little outside the jaw line
-        s = s_bottom + (8 - s_bottom) * (1 - a)
-        p = _jaw_point(lm, s if side == 0 else 16 - s)
-        margin = 0.015 + chin_margin * (1 - a) ** 2
-        bottom[k] = p + (p - centre) * margin
+    a = np.abs(us)[:, None]
+    right_side = us >= 0
+    corners = np.where(right_side[:, None], _jaw_point(lm, 16 - s_corner), _jaw_point(lm, s_corner))
+    # top edge: from the corner to the top centre, bowed up over the cheeks
+    top = corners * a + top_c * (1 - a) + frame.up * h * bulge * np.sin(np.pi * a)
+    # bottom edge: along the jaw round the chin, a little outside the jaw line
+    s = s_bottom + (8 - s_bottom) * (1 - a[:, 0])
+    p = _jaw_points(lm, np.where(right_side, 16 - s, s))
+    bottom = p + (p - centre) * (0.015 + chin_margin * (1 - a) ** 2)
     # The corners sit a touch outside the jaw line too (the mask stands off the cheek).
     top[0] += (top[0] - centre) * 0.015
     top[-1] += (top[-1] - centre) * 0.015
@@ -259,7 +264,7 @@ def ear_points(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for side, (top_i, low_i) in ((-1, (0, 1)), (1, (16, 15))):
         near = max(0.0, -side * yaw)      # this side turned towards the camera
         farness = max(0.0, side * yaw)
-        outward = frame.right * side * frame.width * (0.07 + 0.12 * near - 0.07 * min(farness * 3, 1))
+        outward = frame.right * side * frame.width * (0.06 + 0.1 * near - 0.06 * min(farness * 3, 1))
         upper = lm[top_i] + frame.up * frame.height * 0.04 + outward
         lower = lm[low_i] + outward * 1.2
         out.append(np.stack([upper, lower]))
@@ -269,32 +274,44 @@ def ear_points(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def loop_paths(grid: np.ndarray, landmarks: np.ndarray, straps: str = "loops") -> list[np.ndarray]:
     """Polylines (N x 2, image px) of the ear loops or head straps leaving the mask's sides.
 
-    ``loops``: from the top and bottom corners of each side to the ear root, sagging a little;
-    ``bands`` (N95): from the cup's sides up over the ear and down under it, towards the back of
-    the head (cut where they pass behind it)."""
+    ``loops``: from the top and bottom corners of each side to the ear root, bowed out round the
+    cheek; ``bands`` (N95): from the cup's sides out to the head's outline, curving up over the ear
+    (upper strap) and down under it (lower strap) as they wrap round the head, cut where they pass
+    behind it. Both sides show on a frontal face; on a turned head the far side's loop is
+    foreshortened (it ends at the cheek's outline) and hidden once the head is turned further."""
     g = np.asarray(grid, np.float64)
     lm = np.asarray(landmarks, np.float64)
     frame = face_frame(lm)
     paths = []
     yaw = yaw_proxy(lm)
-    for side, ear in ((0, ear_points(lm)[0]), (-1, ear_points(lm)[1])):
-        if (yaw > 0.1 and side == -1) or (yaw < -0.1 and side == 0):
-            continue   # the far side of a turned head: its loop runs behind the cheek
-        col = g[:, side]
+    ears = ear_points(lm)
+    t = np.linspace(0.0, 1.0, 20)[:, None]
+    for side, ear in ((0, ears[0]), (-1, ears[1])):
         sgn = -1 if side == 0 else 1
+        farness = max(0.0, sgn * yaw)
+        if farness > _FAR_LOOP_YAW:
+            continue   # the far side of a well-turned head: its loop runs behind the cheek
+        col = g[:, side]
+        jaw_top, jaw_low = lm[0 if side == 0 else 16], lm[3 if side == 0 else 13]
         if straps == "bands":
-            # they pass above and below the ear and disappear behind the head at its outline
             starts = (col[1], col[-2])
-            ends = (lm[0 if side == 0 else 16] + frame.up * frame.height * 0.12
-                    + frame.right * sgn * frame.width * 0.015,
-                    lm[3 if side == 0 else 13] + frame.right * sgn * frame.width * 0.03)
+            ends = (jaw_top + frame.up * frame.height * 0.08 + frame.right * sgn * frame.width * 0.05,
+                    jaw_low - frame.up * frame.height * 0.08 + frame.right * sgn * frame.width * 0.06)
+            bow = 0.8       # a strap round the head: out first, then up/down as it turns away
         else:
             starts = (col[0] * 0.85 + col[1] * 0.15, col[-1] * 0.8 + col[-2] * 0.2)
             ends = (ear[0], ear[1])
+            bow = 0.1
         for a, b in zip(starts, ends):
-            mid = (a + b) / 2 - frame.up * 0.02 * frame.height     # sags under its own weight
-            t = np.linspace(0.0, 1.0, 16)[:, None]
-            paths.append((1 - t) ** 2 * a + 2 * (1 - t) * t * mid + t ** 2 * b)
+            # control point: the end's position across the face at the start's height (the cord
+            # wraps round the cheek, so it runs outwards before it turns to the ear), sagging a little
+            across = (b - a) @ frame.right
+            if straps == "bands":   # out past the cheek first, then up over / down under the ear
+                across = sgn * max(abs(across), 0.08 * frame.width)
+            corner = a + frame.right * across
+            mid = (a + b) / 2
+            ctrl = mid + (corner - mid) * bow - frame.up * 0.015 * frame.height
+            paths.append((1 - t) ** 2 * a + 2 * (1 - t) * t * ctrl + t ** 2 * b)
     return paths
 
 

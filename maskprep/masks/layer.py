@@ -17,11 +17,13 @@ import numpy as np
 
 from maskprep.masks import camera, light as lightmod, surface
 from maskprep.masks.fit import draw_fit, extend_grid, face_frame, fit_grid, loop_paths
-from maskprep.masks.render import MaskLayer, feather, mesh_maps
+from maskprep.masks.render import MaskLayer, feather, mesh_maps, quantile
 from maskprep.masks.templates import MaskTemplate, colored_rgba
 from maskprep.runner import derive_seed
 
 STRAPS = {"n95": "bands"}                   # the others have ear loops
+WOBBLE_MIN_PX = 0.4                         # edge wobble (1 sigma, output px) worth drawing
+SMOOTH_OUTLINE_PX = 160                     # masks wider than this get a smoothed outline
 LOOP_VISIBLE = 0.85                          # share of outputs whose loops show (hair hides the rest)
 # Real strap colours of N95s (off-white elastic, yellow, blue) as albedo 0..1
 BAND_COLORS = ((0.93, 0.92, 0.88), (0.9, 0.82, 0.45), (0.5, 0.62, 0.8))
@@ -33,18 +35,55 @@ def _streams(rng: np.random.Generator) -> dict[str, np.random.Generator]:
             for name in ("geometry", "surface", "light", "camera", "print")}
 
 
-_UV: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}   # per-process cache: (u, v) per template size
+_UV: dict[tuple, np.ndarray] = {}   # per-process cache: the (u, v) maps of a template at one size
 
 
-def _uv_warp_source(template: MaskTemplate, rgba: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """RGBA (float) plus the template's (u, v) maps: one array, warped in one remap."""
-    key = (template.name, template.kind, rgba.shape[:2], src.tobytes())
+def _template_uv(template: MaskTemplate, shape: tuple[int, int], src: np.ndarray) -> np.ndarray:
+    """The template's (u, v) maps (H x W x 2 float32) at ``shape``, computed once per process."""
+    key = (template.name, template.kind, shape, src.tobytes())
     if key not in _UV:
         if len(_UV) > 256:
             _UV.clear()
-        _UV[key] = surface.template_uv(src, rgba.shape[:2])
-    u, v = _UV[key]
-    return np.dstack([rgba[..., :3].astype(np.float32), u, v, rgba[..., 3].astype(np.float32) / 255.0])
+        _UV[key] = np.dstack(surface.template_uv(src, shape))
+    return _UV[key]
+
+
+def refine_columns(grid: np.ndarray, smooth: bool) -> np.ndarray:
+    """A ``rows x (2 cols - 1)`` grid: a point between each pair of columns, on the straight line
+    (``smooth=False``: the flat template) or on a Catmull-Rom curve through the row (the fitted
+    face grid, whose rows follow the jaw: a straight chord there left a faceted outline)."""
+    g = np.asarray(grid, np.float32)
+    left, right = g[:, :-1], g[:, 1:]
+    mid = (left + right) / 2
+    if smooth and g.shape[1] >= 3:
+        before = np.concatenate([g[:, :1] * 2 - g[:, 1:2], g[:, :-2]], axis=1)
+        after = np.concatenate([g[:, 2:], g[:, -1:] * 2 - g[:, -2:-1]], axis=1)
+        bend = (mid - (before + after) / 2) * 0.125   # Catmull-Rom at t = 1/2 ...
+        # ... never more than a fifth of the columns' spacing (compressed columns on the far side
+        # of a turned head would fold over)
+        room = 0.2 * np.linalg.norm(right - left, axis=-1, keepdims=True)
+        size = np.linalg.norm(bend, axis=-1, keepdims=True)
+        mid = mid + bend * np.minimum(1.0, room / np.maximum(size, 1e-6))
+    out = np.empty((g.shape[0], 2 * g.shape[1] - 1, 2), np.float32)
+    out[:, ::2] = g
+    out[:, 1::2] = mid
+    return out
+
+
+_SHRUNK: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}   # per process: natural-colour templates at a few sizes
+
+
+def _shrunk(template: MaskTemplate, rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``rgba`` area-resized to ``size``; cached when it is the template's own drawing."""
+    if rgba is not template.rgba:
+        return cv2.resize(rgba, size, interpolation=cv2.INTER_AREA)
+    key = (template.name, template.kind, id(template.rgba), size)
+    if key not in _SHRUNK:
+        if len(_SHRUNK) > 64:
+            _SHRUNK.clear()
+        # the drawing itself is kept with it: its id cannot be reused while the entry lives
+        _SHRUNK[key] = (rgba, cv2.resize(rgba, size, interpolation=cv2.INTER_AREA))
+    return _SHRUNK[key][1]
 
 
 def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplate,
@@ -80,15 +119,22 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     target_w = float(np.hypot(*(dst[0, -1] - dst[0, 0])))
     scale = camera.render_scale(target_w)
     template_w = float(src[0, -1, 0] - src[0, 0, 0])
-    factor = min(1.0, 1.5 * scale * target_w / template_w)
+    # in steps of 1/16, rounded up: a handful of sizes per template, cached for its own colours
+    factor = min(1.0, np.ceil(16 * 1.5 * scale * target_w / template_w) / 16)
     if factor < 0.8:   # shrink first: a big down-scaling warp would alias the drawing
         tw, th = max(8, int(round(rgba.shape[1] * factor))), max(8, int(round(rgba.shape[0] * factor)))
-        rgba = cv2.resize(rgba, (tw, th), interpolation=cv2.INTER_AREA)
+        rgba = _shrunk(template, rgba, (tw, th))
         src = (src + 0.5) * np.array([tw / template.rgba.shape[1], th / template.rgba.shape[0]],
                                      np.float32) - 0.5
 
     # the box: mask and loops, in image px, then in render px
-    src_ext, dst_ext = extend_grid(src), extend_grid(dst)
+    # on a big mask, twice as many columns, the face's on a smooth curve: no facets along the
+    # jaw-side outline (on a small one the facets are under a pixel or two: not worth the triangles)
+    if target_w > SMOOTH_OUTLINE_PX:
+        src_ext = extend_grid(refine_columns(src, False), col_margin=2.0)   # the same margin
+        dst_ext = extend_grid(refine_columns(dst, True), col_margin=2.0)
+    else:
+        src_ext, dst_ext = extend_grid(src), extend_grid(dst)
     pts = np.concatenate([dst_ext.reshape(-1, 2), *paths]) if paths else dst_ext.reshape(-1, 2)
     hgt, wid = image.shape[:2]
     x0 = int(np.clip(np.floor(pts[:, 0].min()) - 2, 0, wid))
@@ -105,29 +151,44 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         return (np.asarray(p, np.float64) - (x0, y0) + 0.5) * scale - 0.5
 
     map_x, map_y, inside = mesh_maps(src_ext, to_render(dst_ext), (0, 0, W, H))
-    stack = _uv_warp_source(template, rgba, src)
-    warped = cv2.remap(stack, map_x, map_y, interpolation=cv2.INTER_LINEAR,
+    mask_w_render = target_w * scale
+    synthetic = drawn and template.name in surface.MATERIALS
+    if synthetic:
+        sd = surface.draw_surface(template.name, wear, streams["surface"])
+        params["surface"] = sd
+    if synthetic and sd["edge_wobble"] * target_w >= WOBBLE_MIN_PX:
+        # an irregular outline: the template is sampled through slightly wobbling maps (on a small
+        # mask the wobble is under a pixel: not drawn)
+        dx, dy = surface.edge_wobble((H, W), sd["edge_wobble"] * template_w, sd["edge_seed"])
+        # ... but hardly along the top edge: the nose wire and the tape keep it straight
+        top_y, bottom_y = float(src[0, :, 1].mean()), float(src[-1, :, 1].mean())
+        calm = np.clip((map_y - top_y) * (2.5 / max(bottom_y - top_y, 1e-3)), 0.15, 1.0)
+        map_x, map_y = map_x + dx * calm, map_y + dy * calm
+    warped = cv2.remap(rgba, map_x, map_y, interpolation=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_REPLICATE)
-    body = feather(warped[..., 5] * inside, max(0.35, 0.004 * target_w) * scale)
+    alpha_t = warped[..., 3].astype(np.float32) * (inside / 255.0)
+    # a soft edge (a real mask's edge is never a cut-out): about 0.6 % of the mask's width
+    # ... but never more than a pixel (a big, sharp face has crisp mask edges)
+    body = feather(alpha_t, float(np.clip(0.006 * target_w, 0.45, 1.0)) * scale)
     # surface, material and light only where the mask body is (the box also holds the loops)
     bx, by, bw, bh = cv2.boundingRect((body > 0).astype(np.uint8))
     if bw == 0 or bh == 0:
         bx, by, bw, bh = 0, 0, W, H
     sl = (slice(by, by + bh), slice(bx, bx + bw))
-    rgb, u, v = warped[sl][..., :3], warped[sl][..., 3], warped[sl][..., 4]
+    rgb = warped[sl][..., :3].astype(np.float32)
+    if synthetic:
+        uv = cv2.remap(_template_uv(template, rgba.shape[:2], src), map_x[sl], map_y[sl],
+                       interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        u, v = uv[..., 0], uv[..., 1]
 
     # surface and material (drawn masks only)
-    mask_w_render = target_w * scale
-    synthetic = drawn and template.name in surface.MATERIALS
     if synthetic:
-        sd = surface.draw_surface(template.name, wear, streams["surface"])
         height = surface.height_field(template.name, u, v, mask_w_render, sd)
         normal = surface.normals(height)
         albedo = rgb / 245.0 * surface.material(u, v, mask_w_render, scale, sd)[..., None]
         if "valve" in sd:
             cover_v = surface.valve(u, v, sd["valve"])[..., None]
             albedo = albedo * (1 - cover_v) + np.asarray(sd["valve"]["color"], np.float32) * cover_v
-        params["surface"] = sd
     else:   # a cut-out (or a drawing without a synthetic surface) keeps its own shading
         albedo = rgb / 255.0
 
@@ -148,13 +209,16 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         # bright as the photo's whites allow), whatever the form's overall tilt
         solid = body[sl] > 0.5
         if solid.any():
-            lit = lit / max(float(np.percentile(lit[solid][::3], 95)), 0.5)
+            lit = lit / max(quantile(lit[solid][::3], 0.95), 0.5)
         level = light.white
     else:   # only the exposure of this photo is applied
-        lit = np.ones_like(u)
+        lit = np.ones(rgb.shape[:2], np.float32)
         level = 255.0 * lightmod.exposure_gain(image, lm)
     out = np.zeros((H, W, 3), np.float32)
     out[sl] = albedo * (level * lit * scene)[..., None] * gains
+    if synthetic and sd.get("sheen", 0) > 0:   # white light reflected off the fabric, any colour
+        out[sl] += (sd["sheen"] * level * light.diffuse / 0.3 * lightmod.sheen(normal, light)
+                    * scene)[..., None] * gains
 
     # loops / straps, behind the mask body
     alpha = body
@@ -164,7 +228,6 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         for path in paths:
             cv2.polylines(loop_a, [np.round(to_render(path) * 16).astype(np.int32)], False, 255,
                           thickness=max(1, int(round(thick))), lineType=cv2.LINE_AA, shift=4)
-        la = loop_a.astype(np.float32) / 255.0
         if straps == "bands":
             band = BAND_COLORS[int(lg.integers(len(BAND_COLORS)))]
             params["strap_color"] = list(band)
@@ -176,10 +239,18 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         else:
             loop_rgb = np.array([0.95, 0.95, 0.94], np.float32)
         loop_col = loop_rgb[None, None, :] * level * 0.9 * gains
-        behind = la * (1 - body)
-        alpha = body + behind
-        out = (out * body[..., None] + loop_col * behind[..., None]) / np.maximum(alpha, 1e-4)[..., None]
-        out = np.where(alpha[..., None] > 1e-4, out, loop_col)
+        # only inside the loops' box (the rest of the layer keeps the body alone)
+        lx, ly, lw, lh = cv2.boundingRect(loop_a)
+        alpha = body.copy()
+        if lw and lh:
+            ls = (slice(ly, ly + lh), slice(lx, lx + lw))
+            under = body[ls]
+            behind = loop_a[ls].astype(np.float32) * (1.0 / 255.0) * (1 - under)
+            both = under + behind
+            mixed = (out[ls] * under[..., None] + loop_col * behind[..., None]) / \
+                np.maximum(both, 1e-4)[..., None]
+            out[ls] = np.where(both[..., None] > 1e-4, mixed, loop_col)
+            alpha[ls] = both
 
     # contact shadow on the skin along the top edge
     top = to_render(dst[0])

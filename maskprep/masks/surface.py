@@ -21,6 +21,10 @@ MATERIALS = {"surgical": ("nonwoven",), "kf94": ("nonwoven", "meltblown"),
              "n95": ("nonwoven", "meltblown"), "cloth": ("cotton", "knit", "knit")}
 
 
+# Specular sheen (share of the white level at the highlight): smooth polyurethane "sponge" cloth
+# masks shine, nonwovens a little
+SHEEN = {"surgical": (0.03, 0.08), "kf94": (0.03, 0.08), "n95": (0.02, 0.06), "cloth": (0.04, 0.16)}
+
 VALVE_SHARE = 0.3
 VALVE_COLORS = ((0.93, 0.93, 0.91), (0.4, 0.41, 0.43), (0.14, 0.14, 0.16), (0.85, 0.72, 0.3))
 
@@ -34,8 +38,21 @@ def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, An
         "dome": round(float(rng.uniform(0.05, 0.11)), 4),      # bulge over nose and chin
         "wrap": round(float(rng.uniform(0.04, 0.09)), 4),      # sides recede round the cheeks
         "chin_wrap": round(float(rng.uniform(0.02, 0.06)), 4),  # the bottom turns under the chin
-        "wrinkle": round(float(rng.uniform(0.002, 0.008) * (1.8 if pulled else 1.0)), 4),
+        "wrinkle": round(float(rng.uniform(0.004, 0.011) * (1.8 if pulled else 1.0)), 4),
         "wrinkle_seed": int(rng.integers(1 << 30)),
+        # the mask tents over the nose: a ridge down the bridge and a crease each side where it
+        # bends onto the cheek (the strongest folds a real mask shows); a pulled-down mask has none
+        "tent": 0.0 if pulled or kind == "n95" else round(float(rng.uniform(0.03, 0.06)), 4),
+        "nose_crease": 0.0 if pulled or kind == "n95" else round(float(rng.uniform(0.006, 0.014)), 4),
+        # a few irregular creases where the fabric buckles (more on a bunched, pulled-down mask)
+        "creases": [[round(float(x), 3) for x in (rng.uniform(-0.85, 0.85), rng.uniform(0.1, 0.9),
+                                                   rng.uniform(-0.9, 0.9), rng.uniform(0.08, 0.25),
+                                                   rng.uniform(0.004, 0.010))]
+                    for _ in range(int(rng.integers(1, 4)) + (2 if pulled else 0))],
+        "sheen": round(float(rng.uniform(*SHEEN[kind])), 3),
+        # the outline is cut and bound by hand-ish machines and sits on a curved face: it wobbles
+        "edge_wobble": round(float(rng.uniform(0.002, 0.005)), 4),
+        "edge_seed": int(rng.integers(1 << 30)),
         "material": str(MATERIALS[kind][int(rng.integers(len(MATERIALS[kind])))]),
         "fibre": round(float(rng.uniform(0.008, 0.022)), 4),     # texture contrast
         "material_seed": int(rng.integers(1 << 30)),
@@ -46,7 +63,7 @@ def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, An
         centre = rng.uniform(0.47, 0.55)
         vs = np.linspace(centre - span / 2, centre + span / 2, n) + rng.normal(0, 0.015, n)
         d.update(pleats=[round(float(x), 4) for x in np.sort(vs)],
-                 pleat_depth=round(float(rng.uniform(0.009, 0.016)), 4),
+                 pleat_depth=round(float(rng.uniform(0.014, 0.024)), 4),
                  pleat_width=round(float(rng.uniform(0.09, 0.14) * (0.7 if pulled else 1.0)), 4))
     elif kind == "kf94":
         d.update(fold=round(float(rng.uniform(0.42, 0.5)), 4),
@@ -70,57 +87,117 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def _smooth_noise(shape: tuple[int, int], cells: tuple[int, int], seed: int) -> np.ndarray:
+def _smooth_noise(shape: tuple[int, int], cells: tuple[int, int], seed: int,
+                  how: int = cv2.INTER_CUBIC) -> np.ndarray:
     """Low-frequency noise (about ``cells`` bumps across), zero mean, unit-ish amplitude."""
     rng = np.random.default_rng(seed)
     coarse = rng.standard_normal((cells[1] + 1, cells[0] + 1)).astype(np.float32)
-    return cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(coarse, (shape[1], shape[0]), interpolation=how)
+
+
+def _folds(u: np.ndarray, v: np.ndarray, segs: list) -> np.ndarray:
+    """Sum of Gaussian ridges (height > 0) or valleys along segments ``(a, b, height, width)`` in
+    (u, v), ``u`` a row and ``v`` a column vector: every segment in one vectorised pass."""
+    a = np.array([s[0] for s in segs], np.float32)[:, None, None, :]
+    b = np.array([s[1] for s in segs], np.float32)[:, None, None, :]
+    amp = np.array([s[2] for s in segs], np.float32)[:, None, None]
+    wid = np.array([s[3] for s in segs], np.float32)[:, None, None]
+    vs = v * 0.75   # about the mask's aspect
+    ax, ay, bx, by = a[..., 0], a[..., 1] * 0.75, b[..., 0], b[..., 1] * 0.75
+    dx, dy = bx - ax, by - ay
+    t = np.clip(((u - ax) * dx + (vs - ay) * dy) / np.maximum(dx * dx + dy * dy, 1e-9), 0, 1)
+    dist2 = (u - ax - t * dx) ** 2 + (vs - ay - t * dy) ** 2
+    return (amp * np.exp(-dist2 / (wid * wid))).sum(axis=0)
+
+
+# The smooth part of the form is computed on a small grid over (u, v) and looked up per pixel
+# (one remap instead of dozens of full-size passes): u -1.2..1.2, v -0.2..1.2.
+_U_RANGE, _V_RANGE = (-1.2, 1.2), (-0.2, 1.2)
+
+
+def _form_grid(kind: str, d: dict[str, Any], width_px: float) -> np.ndarray:
+    """The mask's smooth form (heights in mask widths) on a (u, v) grid: dome, cheek wrap, the turn
+    under the chin, the type's broad folds, the nose tent and its creases, buckles and wrinkles."""
+    gw = int(np.clip(width_px * 0.8, 80, 256))   # a crease (0.05 wide in u) spans >= 3 cells
+    gh = int(gw * 0.6)
+    u = np.linspace(*_U_RANGE, gw, dtype=np.float32)[None, :]
+    v = np.linspace(*_V_RANGE, gh, dtype=np.float32)[:, None]
+    uc, vc = np.clip(u, -1.0, 1.0), np.clip(v, 0.0, 1.0)
+    h = (d["dome"] * (1 - u ** 2) * np.exp(-((v - 0.5) / 0.42) ** 2)
+         - d["wrap"] * u ** 2 - d["chin_wrap"] * np.clip(v - 0.7, 0, None) ** 2 / 0.09)
+    if kind == "kf94":
+        fold = d["fold"]
+        h = h + d["fold_depth"] * (1 - np.abs(vc - fold) / max(fold, 1 - fold))
+        below = _smoothstep((vc - fold) / 0.1)
+        h = h + d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.5, 1.0)) * below
+        h = h - 0.02 * _smoothstep((np.abs(uc) - 0.8) / 0.06)    # welded side flaps
+    elif kind == "n95":
+        r2 = uc ** 2 + ((vc - 0.5) * 2) ** 2
+        h = h + d["dome"] * np.sqrt(np.clip(1 - 0.8 * r2, 0, None))
+    elif kind == "cloth":
+        h = h + d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.7, 1.0)) ** 1.5
+    h = np.broadcast_to(h, (gh, gw)).astype(np.float32)
+    if d.get("tent", 0) > 0:
+        # the ridge down the nose bridge, falling off to the cheeks, fading below the nose
+        along = 1 - _smoothstep(vc / 0.6)
+        h = h + d["tent"] * np.clip(1 - np.abs(u) / 0.5, 0, None) ** 1.5 * along
+    h = np.ascontiguousarray(h, dtype=np.float32)
+    # folds along segments, all in one pass: (a, b, height, width) each
+    segs = []
+    if d.get("tent", 0) > 0:
+        # the crease each side: from beside the bridge down and out towards the cheek
+        segs += [((0.1 * sgn, 0.04), (0.55 * sgn, 0.5), -d["nose_crease"], 0.06) for sgn in (-1.0, 1.0)]
+    for cu, cv, ang, length, depth in d.get("creases", ()):
+        # a soft buckle: a low ridge (or a valley, by the sign of ``cu``'s draw) a few % wide
+        du, dv = np.cos(ang) * length / 2, np.sin(ang) * length / 2
+        segs.append(((cu - du, cv - dv), (cu + du, cv + dv),
+                     depth * (1 if int(cu * 1000) % 2 else -1), 0.05))
+    if segs:
+        h += _folds(uc, vc, segs)
+    if d["wrinkle"] > 0:
+        h += d["wrinkle"] * _smooth_noise((gh, gw), (7, 5), d["wrinkle_seed"])
+    return h.astype(np.float32)
+
+
+def _pleat_table(d: dict[str, Any]) -> np.ndarray:
+    """A surgical mask's pleats, tape and nose wire as heights (mask widths) on a 512 (v, 0..1) x
+    48 (u, -1..1) table: a slow rise to each crease, then a sharp drop (lit band, dark crease);
+    pleats pressed flat at the side tapes; the bound edge a flat tape, a crease under the wire."""
+    t = np.linspace(0.0, 1.0, 512)
+    us = np.linspace(-1.0, 1.0, 48)
+    prof = np.zeros_like(t)
+    width = d["pleat_width"]
+    for pv in d["pleats"]:
+        x = (t - (pv - width)) / width      # 0..1 over the rise, the crease at 1
+        rise = _smoothstep(x) * (x < 1.0)
+        drop = np.exp(-np.clip(x - 1.0, 0, None) * 4.0) * (x >= 1.0)   # the crease: steep
+        prof += d["pleat_depth"] * (rise + drop * 0.999) * (x > 0)
+    tape = 0.004 * _smoothstep(np.minimum(t, 1 - t) / 0.06) - 0.004
+    wire = -0.006 * np.exp(-((t - 0.075) / 0.02) ** 2)
+    taper = 1 - _smoothstep((np.abs(us) - 0.86) / 0.14) * 0.7
+    table = (np.outer(prof, taper) + tape[:, None] + np.outer(wire, np.abs(us) < 0.4))
+    return table.astype(np.float32)
 
 
 def height_field(kind: str, u: np.ndarray, v: np.ndarray, width_px: float,
                  d: dict[str, Any]) -> np.ndarray:
     """Height of the mask surface above its flat outline, in render pixels (float32, like ``u``).
 
-    The global form (dome, cheek wrap, the turn under the chin) plus the type's folds: surgical
-    pleats (a slow rise to each crease, then a sharp drop: lit band, dark crease), the KF94's
-    horizontal centre fold and chin seam, the N95's moulded cup, the cloth mask's centre seam."""
-    uc = np.clip(u, -1.0, 1.0)
-    vc = np.clip(v, 0.0, 1.0)
-    # the global form runs on smoothly past the outline (no kink at the edge for the shading to find)
-    ue, ve = np.clip(u, -1.3, 1.3), np.clip(v, -0.3, 1.3)
-    h = (d["dome"] * (1 - ue ** 2) * np.exp(-((ve - 0.5) / 0.42) ** 2)
-         - d["wrap"] * ue ** 2 - d["chin_wrap"] * np.clip(ve - 0.7, 0, None) ** 2 / 0.09)
-    if kind == "surgical":
-        taper = 1 - _smoothstep((np.abs(uc) - 0.86) / 0.14) * 0.7   # pleats pressed flat at the side tape
-        # the profile across v is one curve: tabulate it once, look it up per pixel
-        t = np.linspace(0.0, 1.0, 1025)
-        prof = np.zeros_like(t)
-        width = d["pleat_width"]
-        for pv in d["pleats"]:
-            x = (t - (pv - width)) / width      # 0..1 over the rise, the crease at 1
-            rise = _smoothstep(x) * (x < 1.0)
-            drop = np.exp(-np.clip(x - 1.0, 0, None) * 4.0) * (x >= 1.0)   # the crease: steep
-            prof += d["pleat_depth"] * (rise + drop * 0.999) * (x > 0)
-        edge = np.minimum(t, 1 - t)
-        tape = 0.004 * _smoothstep(edge / 0.06) - 0.004  # bound edge: a flat tape, slightly lower
-        wire = -0.006 * np.exp(-((t - 0.075) / 0.02) ** 2)   # nose wire: a crease under the top tape
-        h += (taper * np.interp(vc, t, prof).astype(np.float32) + np.interp(vc, t, tape)
-              + np.interp(vc, t, wire) * (np.abs(uc) < 0.4))
-    elif kind == "kf94":
-        fold = d["fold"]
-        h += d["fold_depth"] * (1 - np.abs(vc - fold) / max(fold, 1 - fold))
-        below = _smoothstep((vc - fold) / 0.1)
-        h += d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.5, 1.0)) * below
-        h -= 0.02 * _smoothstep((np.abs(uc) - 0.8) / 0.06)    # welded side flaps
-    elif kind == "n95":
-        r2 = uc ** 2 + ((vc - 0.5) * 2) ** 2
-        h += d["dome"] * np.sqrt(np.clip(1 - 0.8 * r2, 0, None))
-        if "valve" in d:
-            h += 0.035 * valve(uc, vc, d["valve"])
-    elif kind == "cloth":
-        h += d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.7, 1.0)) ** 1.5
-    if d["wrinkle"] > 0:
-        h += d["wrinkle"] * _smooth_noise(u.shape, (5, 4), d["wrinkle_seed"])
+    The global form (dome, cheek wrap, the turn under the chin, the nose tent and its creases,
+    buckles) plus the type's folds: surgical pleats (a slow rise to each crease, then a sharp drop:
+    lit band, dark crease), the KF94's horizontal centre fold and chin seam, the N95's moulded cup,
+    the cloth mask's centre seam."""
+    grid = _form_grid(kind, d, width_px)
+    gh, gw = grid.shape
+    gx = (u - _U_RANGE[0]) * ((gw - 1) / (_U_RANGE[1] - _U_RANGE[0]))
+    gy = (v - _V_RANGE[0]) * ((gh - 1) / (_V_RANGE[1] - _V_RANGE[0]))
+    h = cv2.remap(grid, gx.astype(np.float32), gy.astype(np.float32), cv2.INTER_LINEAR,
+                  borderMode=cv2.BORDER_REPLICATE)
+    if kind == "surgical":   # the sharp pleat creases, from a fine (v) x coarse (u) table
+        h += cv2.remap(_pleat_table(d), ((np.clip(u, -1.0, 1.0) + 1.0) * 23.5).astype(np.float32),
+                       (np.clip(v, 0.0, 1.0) * 511.0).astype(np.float32), cv2.INTER_LINEAR)
+    elif kind == "n95" and "valve" in d:
+        h += 0.035 * valve(np.clip(u, -1, 1), np.clip(v, 0, 1), d["valve"])
     return (h * width_px).astype(np.float32)
 
 
@@ -141,10 +218,66 @@ def valve(u: np.ndarray, v: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
 
 def normals(height: np.ndarray) -> np.ndarray:
     """Unit surface normals (H x W x 3, z towards the camera) of a height field in pixels."""
-    gx = cv2.Sobel(height, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(height, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    n = np.dstack([-gx, -gy, np.ones_like(gx)])
-    return n / np.linalg.norm(n, axis=2, keepdims=True)
+    gx = cv2.Sobel(height, cv2.CV_32F, 1, 0, ksize=3, scale=-1.0 / 8.0)
+    gy = cv2.Sobel(height, cv2.CV_32F, 0, 1, ksize=3, scale=-1.0 / 8.0)
+    inv = 1.0 / np.sqrt(1.0 + gx * gx + gy * gy)
+    return np.dstack([gx * inv, gy * inv, inv])
+
+
+_TILE = 256
+_TILES: dict[tuple[str, float], np.ndarray] = {}   # per process: one noise texture per material and scale
+
+
+def _texture_tile(kind: str, scale: float) -> np.ndarray:
+    """A _TILE x _TILE texture of one material at one render scale (unit std),
+    made once per process: the per-output draw only picks where in it the mask's patch lies."""
+    key = (kind, scale)
+    if key not in _TILES:
+        rng = np.random.default_rng(sum(map(ord, kind)))
+        shape = (_TILE, _TILE)
+        noise = rng.standard_normal(shape).astype(np.float32)
+        if kind == "nonwoven":   # short fibres: noise stretched along both directions
+            a = cv2.GaussianBlur(noise, (0, 0), sigmaX=1.6 * scale, sigmaY=0.45 * scale)
+            b = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0),
+                                 sigmaX=0.45 * scale, sigmaY=1.6 * scale)
+            tex = a + b
+        elif kind == "meltblown":  # soft blotches plus a fine grain
+            tex = cv2.GaussianBlur(noise, (0, 0), 1.2 * scale)
+            fine = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), 0.5 * scale)
+            tex = 0.8 * tex / max(float(np.std(tex)), 1e-6) + 0.6 * fine / max(float(np.std(fine)), 1e-6)
+        elif kind == "cotton":     # the weave's irregularity
+            tex = cv2.GaussianBlur(noise, (0, 0), 0.6 * scale)
+        elif kind == "white":      # camera grain
+            tex = noise
+        else:                      # knit / sponge: fine pores
+            tex = cv2.GaussianBlur(noise, (0, 0), 0.5 * scale)
+            tex = 0.7 * tex / max(float(np.std(tex)), 1e-6)
+        if kind in ("nonwoven",):
+            tex = tex / max(float(np.std(tex)), 1e-6)
+        if len(_TILES) > 32:
+            _TILES.clear()
+        _TILES[key] = tex.astype(np.float32)
+    return _TILES[key]
+
+
+def _noise_patch(kind: str, scale: float, shape: tuple[int, int], seed: int) -> np.ndarray:
+    """A ``shape`` patch of the material's texture tile, at an offset drawn from ``seed`` (wrapped
+    round the tile where the patch is larger)."""
+    tile = _texture_tile(kind, max(0.25, round(float(scale) * 4) / 4))   # a few tiles per process
+    rng = np.random.default_rng(seed)
+    oy, ox = (int(x) for x in rng.integers(0, _TILE, 2))
+    h, w = shape
+    if h + oy <= _TILE and w + ox <= _TILE:
+        return tile[oy:oy + h, ox:ox + w]
+    ys = (np.arange(h) + oy) % _TILE
+    xs = (np.arange(w) + ox) % _TILE
+    return tile[np.ix_(ys, xs)]
+
+
+def white_noise(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Unit white noise of ``shape``: a patch of one tile made per process (drawing fresh noise
+    for every mask cost more than the rest of its camera layer)."""
+    return _noise_patch("white", 1.0, shape, seed)
 
 
 def material(u: np.ndarray, v: np.ndarray, width_px: float, scale: float,
@@ -154,32 +287,26 @@ def material(u: np.ndarray, v: np.ndarray, width_px: float, scale: float,
     ``scale`` is render pixels per output pixel: fibres and threads keep their size in the output.
     Nonwoven: short fibres (noise stretched along random directions); melt-blown: soft blotches;
     cotton: a weave that follows the mask's (u, v); knit: fine pores."""
-    rng = np.random.default_rng(d["material_seed"])
     shape = u.shape
     amp = d["fibre"]
     kind = d["material"]
-    noise = rng.standard_normal(shape).astype(np.float32)
-    if kind == "nonwoven":
-        a = cv2.GaussianBlur(noise, (0, 0), sigmaX=1.6 * scale, sigmaY=0.45 * scale)
-        b = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0),
-                             sigmaX=0.45 * scale, sigmaY=1.6 * scale)
-        tex = (a + b) / max(float(np.std(a + b)), 1e-6)
-    elif kind == "meltblown":
-        tex = cv2.GaussianBlur(noise, (0, 0), 1.2 * scale)
-        tex = tex / max(float(np.std(tex)), 1e-6) * 0.8
-        fine = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), 0.5 * scale)
-        tex += 0.6 * fine / max(float(np.std(fine)), 1e-6)
-    elif kind == "cotton":
+    if kind == "cotton":
         # threads about 1.6 output px apart, never fewer than 60 across the mask
         period = min(1.6 * scale, width_px / 60.0)
         x = u * width_px / 2 / period
         y = v * width_px * 0.75 / period
         tex = 0.9 * np.sin(2 * np.pi * (x + y) / 2) + 0.5 * np.sin(2 * np.pi * x)
-        tex += cv2.GaussianBlur(noise, (0, 0), 0.6 * scale)
-    else:  # knit / sponge
-        tex = cv2.GaussianBlur(noise, (0, 0), 0.5 * scale)
-        tex = tex / max(float(np.std(tex)), 1e-6) * 0.7
+        tex += _noise_patch("cotton", scale, shape, d["material_seed"])
+    else:
+        tex = _noise_patch(kind, scale, shape, d["material_seed"])
     return (1.0 + amp * tex).astype(np.float32)
+
+
+def edge_wobble(shape: tuple[int, int], amount: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth displacements (dx, dy, float32 maps of ``shape``, unit: the mask's width times
+    ``amount``) that make a drawn outline slightly irregular, about 9 bumps along the mask."""
+    return (amount * _smooth_noise(shape, (9, 6), seed, cv2.INTER_LINEAR),
+            amount * _smooth_noise(shape, (9, 6), seed + 1, cv2.INTER_LINEAR))
 
 
 def template_uv(grid: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
