@@ -153,6 +153,50 @@ def test_a_white_mask_is_brighter_than_the_skin(faces_by_photo, rel):
         assert mask > skin + 10, (mask_type, float(mask), float(skin))
 
 
+@pytest.mark.parametrize("mask_type", ["kf94", "n95"])
+def test_a_white_mask_keeps_its_shading_not_a_flat_paper_white(faces_by_photo, mask_type):
+    """A white KF94 on obama.jpg came out 56 % flat >= 250 in its lower half: a cut-out brighter
+    than anything near it. Now its lit part stays near the photo's whites, the lower half (turned
+    down from a light above) is greyer, and almost nothing is clipped to paper white."""
+    image, faces = faces_by_photo["barack_obama/obama.jpg"]
+    lm = faces[0]
+    layer, _ = render_mask(image, lm, mask_type, "correct", rng=np.random.default_rng(0))
+    rgb = layer.rgb[layer.coverage > 0.95]
+    lum = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    assert (rgb >= 250).all(axis=1).mean() < 0.02
+    assert np.percentile(lum, 90) - np.percentile(lum, 10) > 20       # shading reads on white
+    assert np.percentile(lum, 90) > 0.9 * layer.params["light"]["white"]   # ... and it is white
+
+
+def _head_region(lm: np.ndarray) -> np.ndarray:
+    """The head's outline as a frontal photo shows it: the jaw (0-16) widened by 4 % of the face
+    width (the ear roots), up to the brows raised by a third of the face height (temples)."""
+    frame = face_frame(lm)
+    centre = lm[27:31].mean(axis=0)
+    jaw = lm[0:17] + (lm[0:17] - centre) * 0.04 * frame.width / np.hypot(*(lm[0:17] - centre).T)[:, None]
+    brows = lm[17:27] + frame.up * frame.height / 3
+    return cv2.convexHull(np.concatenate([jaw, brows]).astype(np.float32))
+
+
+@pytest.mark.parametrize("rel", ["barack_obama/obama.jpg", "joe_biden/biden.jpg"])
+def test_n95_straps_end_at_the_head_not_in_the_background(faces_by_photo, rel):
+    """N95 straps looked like antennae: thick arcs ending in mid-air beside the head (40-52 % of
+    their pixels outside the head's outline at the ear roots). Now they run along the head and
+    fade where they turn behind it: all but their soft edge lies within that outline."""
+    image, faces = faces_by_photo[rel]
+    lm = faces[0]
+    layer, _ = render_mask(image, lm, "n95", "correct", rng=np.random.default_rng(1),
+                           draws={"loops": True})
+    assert layer.params["loops"] == "bands"
+    strap = (layer.alpha > 0.2) & (layer.coverage < 0.05)
+    ys, xs = np.nonzero(strap)
+    assert len(xs) > 0.2 * face_frame(lm).width     # the straps are there
+    hull = _head_region(lm)
+    outside = [cv2.pointPolygonTest(hull, (float(x + layer.x0), float(y + layer.y0)), False) < 0
+               for x, y in zip(xs, ys)]
+    assert np.mean(outside) < 0.25, np.mean(outside)
+
+
 @pytest.mark.parametrize("rel", ["joe_biden/biden.jpg", "barack_obama/obama.jpg", "kit_harington/john1.jpeg"])
 def test_loops_reach_beyond_the_mask_towards_the_ear(faces_by_photo, rel):
     """Ear loops leave the mask's side and run towards the ear (not stubs floating off the face,

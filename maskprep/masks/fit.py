@@ -294,20 +294,28 @@ def loop_paths(grid: np.ndarray, landmarks: np.ndarray, straps: str = "loops") -
         col = g[:, side]
         jaw_top, jaw_low = lm[0 if side == 0 else 16], lm[3 if side == 0 else 13]
         if straps == "bands":
+            # they end where they pass behind the head's outline: the upper one over the side of
+            # the head just above the ear root (the temple), the lower one under the ear where
+            # the jaw turns to the neck; on the far side of a turned head the outline is the
+            # cheek's, so they end further in
+            out = sgn * frame.width * (0.02 - 0.06 * min(farness * 3, 1))
             starts = (col[1], col[-2])
-            ends = (jaw_top + frame.up * frame.height * 0.08 + frame.right * sgn * frame.width * 0.05,
-                    jaw_low - frame.up * frame.height * 0.08 + frame.right * sgn * frame.width * 0.06)
-            bow = 0.8       # a strap round the head: out first, then up/down as it turns away
+            ends = (jaw_top + frame.up * frame.height * 0.2 + frame.right * out,
+                    lm[2 if side == 0 else 14] - frame.up * frame.height * 0.08
+                    + frame.right * (out + sgn * 0.01 * frame.width))
+            # a strap round the head: out first, then up / down as it turns away (the short lower
+            # one turns sharply under the ear)
+            bows = (0.6, 1.0)
         else:
             starts = (col[0] * 0.85 + col[1] * 0.15, col[-1] * 0.8 + col[-2] * 0.2)
             ends = (ear[0], ear[1])
-            bow = 0.1
-        for a, b in zip(starts, ends):
+            bows = (0.1, 0.1)
+        for a, b, bow in zip(starts, ends, bows):
             # control point: the end's position across the face at the start's height (the cord
             # wraps round the cheek, so it runs outwards before it turns to the ear), sagging a little
             across = (b - a) @ frame.right
-            if straps == "bands":   # out past the cheek first, then up over / down under the ear
-                across = sgn * max(abs(across), 0.08 * frame.width)
+            if straps == "bands":   # out to the cheek's outline first, then up / down round the head
+                across = sgn * max(abs(across), 0.04 * frame.width)
             corner = a + frame.right * across
             mid = (a + b) / 2
             ctrl = mid + (corner - mid) * bow - frame.up * 0.015 * frame.height

@@ -26,7 +26,10 @@ WOBBLE_MIN_PX = 0.4                         # edge wobble (1 sigma, output px) w
 SMOOTH_OUTLINE_PX = 160                     # masks wider than this get a smoothed outline
 LOOP_VISIBLE = 0.85                          # share of outputs whose loops show (hair hides the rest)
 # Real strap colours of N95s (off-white elastic, yellow, blue) as albedo 0..1
-BAND_COLORS = ((0.93, 0.92, 0.88), (0.9, 0.82, 0.45), (0.5, 0.62, 0.8))
+# (muted: a strap is a thin elastic seen edge-on, partly in the shade of the head)
+BAND_COLORS = ((0.86, 0.85, 0.81), (0.85, 0.8, 0.6), (0.5, 0.6, 0.72))
+BAND_FADE = 0.3                              # last share of a strap fading out behind the head
+
 
 
 def _streams(rng: np.random.Generator) -> dict[str, np.random.Generator]:
@@ -202,20 +205,24 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     gx = x0 + (np.arange(bx, bx + bw, dtype=np.float32) + 0.5) / scale - 0.5
     gy = y0 + (np.arange(by, by + bh, dtype=np.float32) + 0.5) / scale - 0.5
     scene = light.falloff(gx[None, :], gy[:, None])
+    solid = body[sl] > 0.5
     gains = np.asarray(light.gains, np.float32)
     if synthetic:
-        lit = lightmod.shade(normal, light) * surface.occlusion(height, mask_w_render)
-        # exposure: the best-lit part of the mask reaches the white level (a white mask is as
-        # bright as the photo's whites allow), whatever the form's overall tilt
-        solid = body[sl] > 0.5
+        lit = lightmod.shade(normal, light) * surface.occlusion(height, mask_w_render) * scene
+        # exposure: the best-lit tenth of the mask (its form and the face's falloff together)
+        # reaches the white level (a white mask is as bright as the photo's whites allow); the
+        # rest is shaded below it, never lifted past it (a flat paper white, clipped)
         if solid.any():
-            lit = lit / max(quantile(lit[solid][::3], 0.95), 0.5)
+            norm = max(quantile(lit[solid][::3], 0.9), 0.5)
+            lit, scene = lit / norm, scene / norm
         level = light.white
-    else:   # only the exposure of this photo is applied
-        lit = np.ones(rgb.shape[:2], np.float32)
+    else:   # only the exposure of this photo is applied, and the falloff only darkens
+        if solid.any():
+            scene = scene / max(1.0, quantile(scene[solid][::3], 0.98))
+        lit = scene
         level = 255.0 * lightmod.exposure_gain(image, lm)
     out = np.zeros((H, W, 3), np.float32)
-    out[sl] = albedo * (level * lit * scene)[..., None] * gains
+    out[sl] = albedo * (level * lit)[..., None] * gains
     if synthetic and sd.get("sheen", 0) > 0:   # white light reflected off the fabric, any colour
         out[sl] += (sd["sheen"] * level * light.diffuse / 0.3 * lightmod.sheen(normal, light)
                     * scene)[..., None] * gains
@@ -224,10 +231,19 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     alpha = body
     if paths:
         loop_a = np.zeros((H, W), np.uint8)
-        thick = (0.022 if straps == "bands" else 0.009) * frame.width * scale
+        # elastic of an N95 ~3 mm on a ~150 mm face, a loop's cord ~1.3 mm
+        thick = max(1, int(round((0.018 if straps == "bands" else 0.009) * frame.width * scale)))
         for path in paths:
-            cv2.polylines(loop_a, [np.round(to_render(path) * 16).astype(np.int32)], False, 255,
-                          thickness=max(1, int(round(thick))), lineType=cv2.LINE_AA, shift=4)
+            pts = np.round(to_render(path) * 16).astype(np.int32)
+            if straps == "bands":   # the strap fades out where it turns behind the head
+                n = len(pts) - 1
+                for i in range(n):
+                    fade = min(1.0, (1.0 - i / n) / BAND_FADE)
+                    cv2.line(loop_a, tuple(pts[i]), tuple(pts[i + 1]), int(round(255 * fade)),
+                             thickness=thick, lineType=cv2.LINE_AA, shift=4)
+            else:
+                cv2.polylines(loop_a, [pts], False, 255, thickness=thick, lineType=cv2.LINE_AA,
+                              shift=4)
         if straps == "bands":
             band = BAND_COLORS[int(lg.integers(len(BAND_COLORS)))]
             params["strap_color"] = list(band)
@@ -259,8 +275,8 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
                                      strength_c, body)
     params["light"] = dict(light.as_params(), strength=round(strength, 3), shadow=round(strength_c, 3))
 
-    # camera
-    out = np.clip(out, 0, 255).astype(np.float32)
+    # camera: highlights roll off towards 255 (a shoulder, not a hard clip)
+    out = np.clip(lightmod.tone(out), 0, 255).astype(np.float32)
     out, (alpha, body, shadow) = camera.downsample(out, [alpha, body, shadow], (w, h), scale)
     cd = camera.draw_camera(face, body, streams["camera"], realism)
     params["camera"] = dict(cd, scale=scale)

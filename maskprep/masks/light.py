@@ -106,11 +106,17 @@ def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1
     a, b, c = np.linalg.solve(design.T @ design + np.eye(3) * 1e-9, design.T @ values)
     a = max(float(a), 1.0)
     slope = np.array([b, c]) / a                    # relative change per face width
-    falloff = tuple(float(x) for x in np.clip(slope, -1.2, 1.2))
+    # the plane is fitted on the upper face and extrapolated under the mask: a face brighter lower
+    # down (cheeks lit more than a shaded brow) would make the chin under the mask brighter still;
+    # photos are lit from above or level, so the light never rises towards the chin by more than
+    # a little
+    falloff = (float(np.clip(slope[0], -1.2, 1.2)), float(np.clip(slope[1], -1.2, 0.1)))
     norm = float(np.hypot(*slope))
     if norm > 0.45:
         slope *= 0.45 / norm
-    lx, ly = float(slope[0]), float(slope[1]) - 0.15   # a little light from above: the usual case
+    # a little light from above: the usual case (never from below: a brighter lower face is the
+    # cheeks catching the light, not a light under the chin)
+    lx, ly = float(slope[0]), min(float(slope[1]) - 0.15, -0.15)
     lz = float(np.sqrt(max(1 - lx * lx - ly * ly, 0.1)))
     d = np.array([lx, ly, lz])
     d /= np.linalg.norm(d)
@@ -132,6 +138,16 @@ def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1
     white = float(min(white, 252.0))
     return Light(tuple(float(x) for x in d), diffuse, tuple(float(g) for g in gains), white, face_level,
                  falloff, (float(centre[0]), float(centre[1])), face_w)
+
+
+def tone(values: np.ndarray, knee: float = 0.88, top: float = 255.0) -> np.ndarray:
+    """A film-like shoulder: values up to ``knee * top`` unchanged, above it rolling off smoothly
+    towards ``top`` instead of clipping (a bright white mask keeps its shading, no flat paper
+    white). Same shape and dtype as ``values``."""
+    k = knee * top
+    room = top - k
+    over = np.maximum(values - k, 0.0)
+    return np.where(values > k, k + room * (1.0 - np.exp(-over / room)), values).astype(values.dtype)
 
 
 def shade(normal: np.ndarray, light: Light) -> np.ndarray:
