@@ -667,3 +667,22 @@ def test_masked_copy_candidates_come_from_an_index_that_finds_what_all_pairs_fin
     close = set(zip(*[a.tolist() for a in np.nonzero(queries @ table.T >= 0.8)]))
     probed = set(zip(*[a.tolist() for a in cosine_pairs(queries, table, 0.8)[:2]]))   # default probes
     assert probed <= close and len(probed) >= 0.95 * len(close)
+
+
+def test_a_face_crop_masked_up_to_the_eyes_is_still_a_masked_copy(masks_data):
+    """A tight crop painted over from just below the eyes leaves a strip of eyes and forehead: few
+    features, so few matches fit the transform. It is still confirmed as a copy of its original
+    (mirrored, rotated, zoomed, jittered first); the painted strip does not match other people."""
+    from maskprep.audit.geometry import FeatureCache, align_data, confirm_pair
+    from maskprep.audit.hashing import prepare
+    faces = masks_data / "chandrikadeb7" / "without_mask"
+    photo = read_image(faces / "0_0_jingbairan_0018.jpg")
+    copy = _augment(photo, True, 12.0, 1.15, 0.9)
+    h, w = copy.shape[:2]
+    copy[int(0.38 * h):, int(0.05 * w):int(0.95 * w)] = (70, 120, 200)   # the mask, up to the eyes
+    others = [read_image(p) for p in list_images(faces)[40:52]]
+    features = FeatureCache([align_data(prepare(x)) for x in [photo, copy] + others])
+    t = confirm_pair(features, 0, 1, True) or confirm_pair(features, 0, 1, False)
+    assert t is not None and t["mirrored"] and abs(abs(t["rotation"]) - 12.0) < 4, t
+    for k in range(2, 2 + len(others)):
+        assert confirm_pair(features, k, 1, False) is None and confirm_pair(features, k, 1, True) is None, k

@@ -40,9 +40,9 @@ INDEX_PROBES = 4              # cells of the inverted-file index each grid descr
 MIN_INLIERS = 15              # RANSAC inliers (tight crops of two people aligned alike reach 15-25)
 MIN_INLIER_SHARE = 0.2       # share of ratio-test matches that fit the transform (other faces 0.15-0.27)
 MAX_ROTATION = 25.0
-# Measured (benchmarks/bench_audit.py: 193 masked copies of augmented chandrikadeb7 photos, and a random 80/20
-# split of chandrikadeb7 looked at by eye, docs/audit.md): these confirm 172 of the 184 planted candidates and
-# leave 6 pairs of different photos in 1 798 files (0.33 %).
+# Measured (benchmarks/bench_audit.py: 188 masked copies of augmented chandrikadeb7 photos, and a random 80/20
+# split of chandrikadeb7 looked at by eye, docs/audit.md): these and the two FEW/CONSISTENT ways below confirm
+# 170 of the 179 planted candidates and leave 6 pairs of different photos in 1 798 files (0.33 %).
 MIN_CORRELATION = 0.9         # aligned views outside the mask area
 MIN_CORRELATION_STRONG = 0.7  # ... when many matches fit the transform:
 STRONG_INLIERS = 30
@@ -50,6 +50,14 @@ STRONG_INLIER_SHARE = 0.3
 WEAK_INLIERS = 20             # ... and with fewer matches than this, a correlation of at least
 MIN_CORRELATION_WEAK = 0.95   # (look-alike crops of two people reached 0.90-0.94 with 15-19 matches)
 SCALE_RANGE = (0.7, 1.45)
+# A face crop masked up to the eyes leaves a strip of eyes and forehead: few features, so few inliers.
+# Two more ways to pass, each measured to add planted copies and no other pair on the benchmark's
+# planted tree and the random split of chandrikadeb7 (docs/audit.md):
+FEW_INLIERS = 12              # a nearly exact match of the aligned views (the WEAK level) with a lower
+FEW_INLIER_SHARE = 0.15       # share of the matches on the transform (the strip is a small part)
+CONSISTENT_INLIERS = 10       # or most matches on one transform: a picture with few features left whose
+CONSISTENT_SHARE = 0.5        # matches mostly agree (different photos: 0.1-0.3 of 40-100 matches)
+MIN_CORRELATION_CONSISTENT = 0.85
 
 
 @dataclass
@@ -210,23 +218,34 @@ def confirm_pair(features: FeatureCache, i: int, j: int, mirrored: bool,
     scale = float(np.hypot(matrix[0, 0], matrix[1, 0])) * max(va.shape) / max(vb.shape)
     rotation = float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
     plausible = SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] and abs(rotation) <= MAX_ROTATION
-    if n < min_inliers or n < MIN_INLIER_SHARE * len(good) or not plausible:
+    share = n / len(good)
+    few = n >= FEW_INLIERS and share >= FEW_INLIER_SHARE
+    consistent = n >= CONSISTENT_INLIERS and share >= CONSISTENT_SHARE
+    usual = n >= min_inliers and share >= MIN_INLIER_SHARE
+    if not plausible or not (usual or few or consistent):
         return None
     view_a = np.ascontiguousarray(va[:, ::-1]) if mirrored else va
     # Compared in both frames: the mask area sits where MASK_REGION says in the frame of the face that
     # was masked, and a little off it in the other one.
     ncc = max(aligned_correlation(view_a, vb, matrix),
               aligned_correlation(vb, view_a, cv2.invertAffineTransform(matrix)))
-    # Tight face crops of two people, aligned alike, share 15-25 feature matches and correlate up to
-    # ~0.85 outside the mask: a copy needs a high correlation, or a lower one with many more matches.
-    strong = n >= STRONG_INLIERS and n >= STRONG_INLIER_SHARE * len(good)
-    if ncc < MIN_CORRELATION and not (strong and ncc >= MIN_CORRELATION_STRONG):
-        return None
-    if n < WEAK_INLIERS and ncc < MIN_CORRELATION_WEAK:
+    if not (_usual_copy(n, len(good), ncc) if usual else False) \
+            and not (few and ncc >= MIN_CORRELATION_WEAK) \
+            and not (consistent and ncc >= MIN_CORRELATION_CONSISTENT):
         return None
     return {"mirrored": bool(mirrored), "rotation": round(-rotation, 1), "scale": round(1.0 / scale, 2),
             "inliers": n, "matches": len(good), "correlation": round(ncc, 3),
             }
+
+
+def _usual_copy(n: int, matches: int, ncc: float) -> bool:
+    """The main rule: enough inliers and a correlation that rises as the inliers fall."""
+    # Tight face crops of two people, aligned alike, share 15-25 feature matches and correlate up to
+    # ~0.85 outside the mask: a copy needs a high correlation, or a lower one with many more matches.
+    strong = n >= STRONG_INLIERS and n >= STRONG_INLIER_SHARE * matches
+    if ncc < MIN_CORRELATION and not (strong and ncc >= MIN_CORRELATION_STRONG):
+        return False
+    return n >= WEAK_INLIERS or ncc >= MIN_CORRELATION_WEAK
 
 
 def aligned_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> float:
