@@ -269,3 +269,26 @@ def test_fitted_top_edge_sits_where_real_masks_sit(obama_landmarks):
     assert 0.08 < p10 < 0.25 and 0.17 < p50 < 0.33 and 0.32 < p90 < 0.55, (p10, p50, p90)
     assert p90 - p50 > 1.3 * (p50 - p10)        # the slipped tail: longer below than above
     assert max(tops) < nose_tip and min(tops) > 0.0
+
+
+@pytest.mark.parametrize("kind", ["surgical", "kf94", "cloth"])
+def test_a_pulled_down_mask_has_a_rolled_bunched_top_edge(kind):
+    """`nose-out` / `chin`: the top edge rolls over (a ridge along it above a dark fold) and bunches
+    into folds across it: more uneven along the edge than the same mask worn right."""
+    from maskprep.masks.surface import draw_surface, height_field
+
+    u, v = _flat_uv()
+    for seed in range(3):
+        rough = {}
+        for wear in ("correct", "chin"):
+            d = draw_surface(kind, wear, np.random.default_rng(seed))
+            h = height_field(kind, u, v, 320.0, d)
+            band = h[int(0.02 * 240):int(0.2 * 240), 40:280]
+            # unevenness along the edge: what is left after smoothing along it (rows: pleats and
+            # the tape run along the edge and do not count), at the scale of a fold
+            smooth = cv2.GaussianBlur(band, (49, 1), 8)
+            rough[wear] = float(np.abs(band - smooth).mean())
+            if wear == "chin":
+                ridge = h[int(0.04 * 239), 60:260].mean() - h[int(0.11 * 239), 60:260].mean()
+                assert ridge > 0.5, ridge     # px: the roll stands above the fold under it
+        assert rough["chin"] > 1.25 * rough["correct"], rough

@@ -166,6 +166,8 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         # ... but hardly along the top edge: the nose wire and the tape keep it straight
         top_y, bottom_y = float(src[0, :, 1].mean()), float(src[-1, :, 1].mean())
         calm = np.clip((map_y - top_y) * (2.5 / max(bottom_y - top_y, 1e-3)), 0.15, 1.0)
+        if wear != "correct":   # ... unless pulled down: the rolled, bunched edge is wavy
+            calm = 1.0 + 2.0 * (1.0 - calm) / 0.85
         map_x, map_y = map_x + dx * calm, map_y + dy * calm
     warped = cv2.remap(rgba, map_x, map_y, interpolation=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_REPLICATE)

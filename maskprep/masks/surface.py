@@ -57,6 +57,15 @@ def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, An
         "fibre": round(float(rng.uniform(0.008, 0.022)), 4),     # texture contrast
         "material_seed": int(rng.integers(1 << 30)),
     }
+    if pulled:
+        # a mask pulled down off the nose: its top edge rolls over into a tube and bunches into
+        # short folds across it, and the body is stretched between the loops (tension folds from
+        # the corners down towards the middle)
+        n = int(rng.integers(4, 8))
+        d["roll"] = round(float(rng.uniform(0.012, 0.024)), 4)
+        d["bunch"] = [[round(float(x), 3) for x in (cu, rng.uniform(0.15, 0.35), rng.uniform(0.008, 0.016))]
+                      for cu in np.sort(rng.uniform(-0.8, 0.8, n))]
+        d["tension"] = round(float(rng.uniform(0.006, 0.012)), 4)
     if kind == "surgical":
         n = int(rng.choice([2, 3, 3, 3, 4]))
         span = rng.uniform(0.42, 0.56) * (0.75 if pulled else 1.0)
@@ -137,6 +146,9 @@ def _form_grid(kind: str, d: dict[str, Any], width_px: float) -> np.ndarray:
     elif kind == "cloth":
         h = h + d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.7, 1.0)) ** 1.5
     h = np.broadcast_to(h, (gh, gw)).astype(np.float32)
+    if d.get("roll", 0) > 0:   # the rolled top edge: a tube along it, a dark fold under it
+        h = h + d["roll"] * (np.exp(-((vc - 0.04) / 0.045) ** 2)
+                             - 0.5 * np.exp(-((vc - 0.11) / 0.025) ** 2))
     if d.get("tent", 0) > 0:
         # the ridge down the nose bridge, falling off to the cheeks, fading below the nose
         along = 1 - _smoothstep(vc / 0.6)
@@ -147,6 +159,14 @@ def _form_grid(kind: str, d: dict[str, Any], width_px: float) -> np.ndarray:
     if d.get("tent", 0) > 0:
         # the crease each side: from beside the bridge down and out towards the cheek
         segs += [((0.1 * sgn, 0.04), (0.55 * sgn, 0.5), -d["nose_crease"], 0.06) for sgn in (-1.0, 1.0)]
+    for k, (cu, length, depth) in enumerate(d.get("bunch", ())):
+        # the bunched top edge: short folds across it, fanning out a little, ridge and valley in turn
+        segs.append(((cu, -0.02), (cu * (1 + 0.3 * length), length), depth * (1 if k % 2 else -1), 0.045))
+    if d.get("tension", 0) > 0:
+        # stretched between the loops: shallow ridges from each side's corners towards the middle
+        for sgn in (-1.0, 1.0):
+            segs += [((0.95 * sgn, 0.08), (0.35 * sgn, 0.5), d["tension"], 0.045),
+                     ((0.95 * sgn, 0.55), (0.4 * sgn, 0.85), 0.7 * d["tension"], 0.045)]
     for cu, cv, ang, length, depth in d.get("creases", ()):
         # a soft buckle: a low ridge (or a valley, by the sign of ``cu``'s draw) a few % wide
         du, dv = np.cos(ang) * length / 2, np.sin(ang) * length / 2
