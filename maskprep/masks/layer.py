@@ -191,6 +191,10 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         height = surface.height_field(template.name, u, v, mask_w_render, sd)
         normal = surface.normals(height)
         albedo = rgb / 245.0 * surface.material(u, v, mask_w_render, scale, sd)[..., None]
+        if "tape" in sd:   # bound edges: a lighter tape, its stitch line darker
+            tape, stitch = surface.bound_edges(u, v, mask_w_render, scale, sd)
+            albedo = albedo + (1.0 - albedo) * (sd["tape_light"] * tape)[..., None]
+            albedo = albedo * (1.0 - sd["stitch"] * stitch)[..., None]
         if "valve" in sd:
             cover_v = surface.valve(u, v, sd["valve"])[..., None]
             albedo = albedo * (1 - cover_v) + np.asarray(sd["valve"]["color"], np.float32) * cover_v

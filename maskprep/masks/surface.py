@@ -73,7 +73,13 @@ def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, An
         vs = np.linspace(centre - span / 2, centre + span / 2, n) + rng.normal(0, 0.015, n)
         d.update(pleats=[round(float(x), 4) for x in np.sort(vs)],
                  pleat_depth=round(float(rng.uniform(0.014, 0.024)), 4),
-                 pleat_width=round(float(rng.uniform(0.09, 0.14) * (0.7 if pulled else 1.0)), 4))
+                 pleat_width=round(float(rng.uniform(0.09, 0.14) * (0.7 if pulled else 1.0)), 4),
+                 # the bound edges: a tape of a denser, lighter nonwoven sewn over the top, bottom
+                 # and sides (share of the mask's height; how far its colour goes towards white),
+                 # a stitch line along its inner edge
+                 tape=round(float(rng.uniform(0.05, 0.075)), 4),
+                 tape_light=round(float(rng.uniform(0.15, 0.45)), 3),
+                 stitch=round(float(rng.uniform(0.1, 0.22)), 3))
     elif kind == "kf94":
         d.update(fold=round(float(rng.uniform(0.42, 0.5)), 4),
                  fold_depth=round(float(rng.uniform(0.05, 0.09)), 4),
@@ -193,7 +199,8 @@ def _pleat_table(d: dict[str, Any]) -> np.ndarray:
         drop = np.exp(-np.clip(x - 1.0, 0, None) * 4.0) * (x >= 1.0)   # the crease: steep
         prof += d["pleat_depth"] * (rise + drop * 0.999) * (x > 0)
     tape = 0.004 * _smoothstep(np.minimum(t, 1 - t) / 0.06) - 0.004
-    wire = -0.006 * np.exp(-((t - 0.075) / 0.02) ** 2)
+    # the nose wire: a round ridge inside the top tape, the fabric creased just under it
+    wire = 0.005 * np.exp(-((t - 0.03) / 0.014) ** 2) - 0.006 * np.exp(-((t - 0.075) / 0.02) ** 2)
     taper = 1 - _smoothstep((np.abs(us) - 0.86) / 0.14) * 0.7
     table = (np.outer(prof, taper) + tape[:, None] + np.outer(wire, np.abs(us) < 0.4))
     return table.astype(np.float32)
@@ -320,6 +327,34 @@ def material(u: np.ndarray, v: np.ndarray, width_px: float, scale: float,
     else:
         tex = _noise_patch(kind, scale, shape, d["material_seed"])
     return (1.0 + amp * tex).astype(np.float32)
+
+
+def bound_edges(u: np.ndarray, v: np.ndarray, width_px: float, scale: float,
+                d: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A surgical mask's bound edges, in render pixels: (tape, stitch) float32 maps like ``u``.
+
+    ``tape`` (0..1, soft-edged) is where the binding tape lies along the top, bottom and sides;
+    ``stitch`` (0..1) is the stitch line along its inner edge: dashes about 2.5 mm long on a mask
+    big enough to show them, a continuous faint line (their average) on a smaller one."""
+    tape_v = d["tape"]
+    tape_u = tape_v * 1.4            # v spans about 0.7 of the mask's width, u spans 2 widths
+    height_px = width_px * 0.7
+    # distance (render px) inside the tape's inner edge: > 0 on the tape
+    inside = np.maximum(np.maximum(tape_v - v, v - (1 - tape_v)) * height_px,
+                        (np.abs(u) - (1 - tape_u)) * width_px / 2)
+    tape = np.clip(inside / max(0.7 * scale, 0.7) + 0.5, 0.0, 1.0)
+    # the stitch line: just inside the tape's inner edge, about 0.5 output px wide
+    line_w = max(0.5 * scale, 0.6)
+    off = max(0.25 * tape_v * height_px, line_w)
+    stitch = np.exp(-((inside - off) / line_w) ** 2)
+    period = 0.014 * width_px                   # ~2.5 mm on a ~175 mm wide mask
+    if period >= 3.0 * scale:                   # dashes show: at least 3 output px each
+        along = np.where(np.abs(u) > 1 - tape_u - off * 2 / width_px, v * height_px,
+                         u * width_px / 2)
+        stitch = stitch * (np.sin(2 * np.pi * along / period) > -0.3)
+    else:
+        stitch = stitch * 0.6
+    return tape.astype(np.float32), stitch.astype(np.float32)
 
 
 def edge_wobble(shape: tuple[int, int], amount: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
