@@ -108,7 +108,7 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
 
     # geometry
     g = streams["geometry"]
-    fit = draw_fit(template.fit, g) if jitter > 0 else dict(template.fit)
+    fit = draw_fit(template.fit, g, slip=drawn) if jitter > 0 else dict(template.fit)
     dst = fit_grid(lm, template.rows, template.cols, wear, fit, g, jitter)
     straps = STRAPS.get(template.name, "loops")
     loops_on = bool(force.get("loops", g.random() < LOOP_VISIBLE)) and drawn
