@@ -57,10 +57,10 @@ def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, An
         "fibre": round(float(rng.uniform(0.008, 0.022)), 4),     # texture contrast
         "material_seed": int(rng.integers(1 << 30)),
     }
-    if pulled:
+    if pulled and kind != "n95":
         # a mask pulled down off the nose: its top edge rolls over into a tube and bunches into
         # short folds across it, and the body is stretched between the loops (tension folds from
-        # the corners down towards the middle)
+        # the corners down towards the middle); a moulded N95 cup keeps its shape
         n = int(rng.integers(4, 8))
         d["roll"] = round(float(rng.uniform(0.012, 0.024)), 4)
         d["bunch"] = [[round(float(x), 3) for x in (cu, rng.uniform(0.15, 0.35), rng.uniform(0.008, 0.016))]
