@@ -25,14 +25,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from maskprep.masks.bank import Reject, _work_scale, segment_mask  # noqa: E402
-from maskprep.masks.fit import (check_face, draw_fit, extend_grid, face_frame, fit_grid,  # noqa: E402
-                                grid_outline)
+from maskprep.masks.bank import Reject, _poly_mask, _work_scale, segment_mask  # noqa: E402
+from maskprep.masks.fit import check_face, draw_fit, extend_grid, fit_grid, grid_outline  # noqa: E402
 from maskprep.masks.templates import load_template  # noqa: E402
 
 #: A capture region wider and higher than the bank's own (CAPTURE_FIT), so the measurement is not
@@ -72,12 +70,6 @@ def placement(region: np.ndarray, landmarks: np.ndarray) -> dict[str, float] | N
             "bottom": float(np.percentile(y, 99))}
 
 
-def _poly(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
-    out = np.zeros(shape, np.uint8)
-    cv2.fillPoly(out, [np.round(points * 4).astype(np.int32)], 1, shift=2)
-    return out.astype(bool)
-
-
 def real_placement(image: np.ndarray, landmarks: np.ndarray) -> dict[str, float] | None:
     """The placement of the real mask on one face (None: no mask cut)."""
     lm = np.asarray(landmarks, np.float64)
@@ -100,7 +92,7 @@ def fitted_placement(shape: tuple[int, int], landmarks: np.ndarray, kind: str,
     t = load_template(kind)
     fit = draw_fit(t.fit, rng)
     grid = fit_grid(landmarks, t.rows, t.cols, wear, fit, rng, 1.0)
-    return placement(_poly(shape, grid_outline(grid)), landmarks)
+    return placement(_poly_mask(shape, grid_outline(grid)), landmarks)
 
 
 def faces_of(image: np.ndarray) -> list[np.ndarray]:

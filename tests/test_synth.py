@@ -642,4 +642,5 @@ def test_a_surgical_mask_has_lighter_bound_edges(faces_by_photo, rel, monkeypatc
         with monkeypatch.context() as m:
             m.setattr(surface, "bound_edges", lambda u, *a: (np.zeros_like(u), np.zeros_like(u)))
             without, _ = _edge_lift(image, faces[0], seed)
-        assert with_tape > without * (1 + 0.1 * sd["tape_light"]), (seed, with_tape, without, sd["tape_light"])
+        assert with_tape > without * (1 + 0.1 * sd["tape_light"]), (seed, with_tape, without,
+                                                                     sd["tape_light"])
