@@ -243,3 +243,52 @@ def test_a_template_cut_from_a_photo_gets_light_and_camera_but_no_synthetic_surf
     dark, _ = render_mask((image * 0.4).astype(np.uint8), lm, bank, rng=np.random.default_rng(3))
     lum = lambda lay: float(np.median((lay.rgb @ [0.299, 0.587, 0.114])[lay.coverage > 0.9]))  # noqa: E731
     assert lum(dark) < 0.7 * lum(layer)
+
+
+def test_fitted_top_edge_sits_where_real_masks_sit(obama_landmarks):
+    """`correct` wear: over many per-output fit draws the top edge crosses the midline where real
+    masks worn over the nose do (benchmarks/mask_placement.py on chandrikadeb7/with_mask: 0.15 /
+    0.24 / 0.45 eye distances below landmark 27 at p10 / median / p90), including the slipped tail,
+    and never below the nose tip (landmark 30) or up between the eyes."""
+    from maskprep.masks.fit import draw_fit, fit_grid
+    from maskprep.masks.templates import load_template
+
+    lm = np.asarray(obama_landmarks, np.float64)
+    eyes = lm[42:48].mean(axis=0) - lm[36:42].mean(axis=0)
+    iod = float(np.hypot(*eyes))
+    down = np.array([-eyes[1], eyes[0]]) / iod
+    rng = np.random.default_rng(0)
+    tops = []
+    for kind in ("surgical", "kf94", "cloth", "n95"):
+        t = load_template(kind)
+        for _ in range(100):
+            grid = fit_grid(lm, t.rows, t.cols, "correct", draw_fit(t.fit, rng), rng)
+            tops.append(float((grid[0, t.cols // 2] - lm[27]) @ down) / iod)
+    p10, p50, p90 = np.percentile(tops, [10, 50, 90])
+    nose_tip = float((lm[30] - lm[27]) @ down) / iod
+    assert 0.08 < p10 < 0.25 and 0.17 < p50 < 0.33 and 0.32 < p90 < 0.55, (p10, p50, p90)
+    assert p90 - p50 > 1.3 * (p50 - p10)        # the slipped tail: longer below than above
+    assert max(tops) < nose_tip and min(tops) > 0.0
+
+
+@pytest.mark.parametrize("kind", ["surgical", "kf94", "cloth"])
+def test_a_pulled_down_mask_has_a_rolled_bunched_top_edge(kind):
+    """`nose-out` / `chin`: the top edge rolls over (a ridge along it above a dark fold) and bunches
+    into folds across it: more uneven along the edge than the same mask worn right."""
+    from maskprep.masks.surface import draw_surface, height_field
+
+    u, v = _flat_uv()
+    for seed in range(3):
+        rough = {}
+        for wear in ("correct", "chin"):
+            d = draw_surface(kind, wear, np.random.default_rng(seed))
+            h = height_field(kind, u, v, 320.0, d)
+            band = h[int(0.02 * 240):int(0.2 * 240), 40:280]
+            # unevenness along the edge: what is left after smoothing along it (rows: pleats and
+            # the tape run along the edge and do not count), at the scale of a fold
+            smooth = cv2.GaussianBlur(band, (49, 1), 8)
+            rough[wear] = float(np.abs(band - smooth).mean())
+            if wear == "chin":
+                ridge = h[int(0.04 * 239), 60:260].mean() - h[int(0.11 * 239), 60:260].mean()
+                assert ridge > 0.5, ridge     # px: the roll stands above the fold under it
+        assert rough["chin"] > 1.25 * rough["correct"], rough

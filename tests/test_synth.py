@@ -612,3 +612,35 @@ def test_synthetic_masks_teach_almost_what_real_ones_do(masks_data):
     assert scores["drawn"] >= scores["flat box"] + 0.1, scores
     assert scores["drawn"] >= 0.7, scores
     assert scores["drawn"] >= scores["real"] - 0.12, scores
+
+
+def _edge_lift(image: np.ndarray, lm: np.ndarray, seed: int) -> tuple[float, dict]:
+    """Median luminance of a rendered surgical mask in a band along its outline (the tape's width)
+    over that of the fabric just inside it; and the surface draws."""
+    layer, _ = render_mask(image, lm, "surgical", "correct", rng=np.random.default_rng(seed),
+                           draws={"loops": False})
+    sd = layer.params["surface"]
+    body = (layer.coverage > 0.5).astype(np.uint8)
+    dist = cv2.distanceTransform(body, cv2.DIST_L2, 3)
+    lum = layer.rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    tape_px = max(sd["tape"] * float(np.ptp(np.nonzero(body)[0])), 2.0)   # its share of the height
+    edge = (dist > 1.0) & (dist < 0.6 * tape_px)
+    inner = (dist > 1.6 * tape_px) & (dist < 3.0 * tape_px)
+    return float(np.median(lum[edge]) / np.median(lum[inner])), sd
+
+
+@pytest.mark.parametrize("rel", ["joe_biden/biden.jpg", "barack_obama/obama.jpg"])
+def test_a_surgical_mask_has_lighter_bound_edges(faces_by_photo, rel, monkeypatch):
+    """The binding tape along a surgical mask's edges is a visibly lighter band than the fabric
+    just inside it: lighter than the same mask's edge without it (the edge turning away from the
+    light darkens both)."""
+    from maskprep.masks import surface
+
+    image, faces = faces_by_photo[rel]
+    for seed in range(3):
+        with_tape, sd = _edge_lift(image, faces[0], seed)
+        with monkeypatch.context() as m:
+            m.setattr(surface, "bound_edges", lambda u, *a: (np.zeros_like(u), np.zeros_like(u)))
+            without, _ = _edge_lift(image, faces[0], seed)
+        assert with_tape > without * (1 + 0.1 * sd["tape_light"]), (seed, with_tape, without,
+                                                                     sd["tape_light"])

@@ -26,6 +26,8 @@ _MIDLINE = (27, 28, 29, 30, 33, 51, 57, 8)
 _CEILING = {"correct": range(36, 48), "nose-out": range(31, 36), "chin": range(48, 60)}
 # ... and above, so they stay covered.
 _FLOOR = {"correct": range(30, 36), "nose-out": range(48, 60), "chin": (8,)}
+#: Mean slip (of the bridge 27-30) of the top edge down the nose, past the template's own height.
+TOP_SLIP = 0.2
 _EDGE_MARGIN = 0.035          # of the face height: clearance from both, room for the feathered edge
 
 DEFAULT_MIN_FACE = 40         # px between jaw points 0 and 16: smaller faces are skipped
@@ -240,12 +242,23 @@ def grid_outline(grid: np.ndarray) -> np.ndarray:
     return np.concatenate([g[0], g[1:, -1], g[-1, -2::-1], g[-2:0:-1, 0]], axis=0)
 
 
-def draw_fit(fit: Mapping[str, float], rng: np.random.Generator) -> dict[str, float]:
+def draw_fit(fit: Mapping[str, float], rng: np.random.Generator, slip: bool = True) -> dict[str, float]:
     """One output's fit, drawn around a template's: how tight (width), how high on the nose
-    (top), how low the corners sit (side_drop), how far under the chin (chin_margin)."""
+    (top), how low the corners sit (side_drop), how far under the chin (chin_margin).
+
+    ``slip``: the top edge's draw has the measured tail of masks slipped down the nose (drawn
+    templates); off for a bank template, whose real mask already sits where it sat in its photo."""
     out = {k: float(v) for k, v in fit.items()}
     out["width"] = round(out.get("width", 1.0) * float(rng.uniform(0.92, 1.0)), 4)
-    out["top"] = round(float(np.clip(out.get("top", 0.3) + rng.normal(0, 0.06), 0.12, 0.5)), 4)
+    if slip:
+        # Real masks worn over the nose (benchmarks/mask_placement.py on chandrikadeb7/with_mask)
+        # sit about where the template's top puts them, but a quarter of them have slipped well
+        # down the bridge: a normal spread plus a one-sided tail towards the nose tip.
+        down = float(rng.exponential(TOP_SLIP))
+        out["top"] = round(float(np.clip(out.get("top", 0.3) - 0.08 + rng.normal(0, 0.04) + down,
+                                         0.1, 0.8)), 4)
+    else:
+        out["top"] = round(float(np.clip(out.get("top", 0.3) + rng.normal(0, 0.06), 0.12, 0.5)), 4)
     out["side_drop"] = round(out.get("side_drop", 0.0) + float(rng.uniform(-0.2, 0.3)), 4)
     out["chin_margin"] = round(out.get("chin_margin", 0.06) + float(rng.uniform(-0.02, 0.03)), 4)
     out["bulge"] = round(out.get("bulge", 0.05) + float(rng.uniform(-0.02, 0.02)), 4)

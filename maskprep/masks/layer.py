@@ -108,7 +108,7 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
 
     # geometry
     g = streams["geometry"]
-    fit = draw_fit(template.fit, g) if jitter > 0 else dict(template.fit)
+    fit = draw_fit(template.fit, g, slip=drawn) if jitter > 0 else dict(template.fit)
     dst = fit_grid(lm, template.rows, template.cols, wear, fit, g, jitter)
     straps = STRAPS.get(template.name, "loops")
     loops_on = bool(force.get("loops", g.random() < LOOP_VISIBLE)) and drawn
@@ -166,6 +166,8 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         # ... but hardly along the top edge: the nose wire and the tape keep it straight
         top_y, bottom_y = float(src[0, :, 1].mean()), float(src[-1, :, 1].mean())
         calm = np.clip((map_y - top_y) * (2.5 / max(bottom_y - top_y, 1e-3)), 0.15, 1.0)
+        if wear != "correct":   # ... unless pulled down: the rolled, bunched edge is wavy
+            calm = 1.0 + 2.0 * (1.0 - calm) / 0.85
         map_x, map_y = map_x + dx * calm, map_y + dy * calm
     warped = cv2.remap(rgba, map_x, map_y, interpolation=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_REPLICATE)
@@ -189,6 +191,10 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         height = surface.height_field(template.name, u, v, mask_w_render, sd)
         normal = surface.normals(height)
         albedo = rgb / 245.0 * surface.material(u, v, mask_w_render, scale, sd)[..., None]
+        if "tape" in sd:   # bound edges: a lighter tape, its stitch line darker
+            tape, stitch = surface.bound_edges(u, v, mask_w_render, scale, sd)
+            albedo = albedo + (1.0 - albedo) * (sd["tape_light"] * tape)[..., None]
+            albedo = albedo * (1.0 - sd["stitch"] * stitch)[..., None]
         if "valve" in sd:
             cover_v = surface.valve(u, v, sd["valve"])[..., None]
             albedo = albedo * (1 - cover_v) + np.asarray(sd["valve"]["color"], np.float32) * cover_v

@@ -57,6 +57,15 @@ def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, An
         "fibre": round(float(rng.uniform(0.008, 0.022)), 4),     # texture contrast
         "material_seed": int(rng.integers(1 << 30)),
     }
+    if pulled and kind != "n95":
+        # a mask pulled down off the nose: its top edge rolls over into a tube and bunches into
+        # short folds across it, and the body is stretched between the loops (tension folds from
+        # the corners down towards the middle); a moulded N95 cup keeps its shape
+        n = int(rng.integers(4, 8))
+        d["roll"] = round(float(rng.uniform(0.012, 0.024)), 4)
+        d["bunch"] = [[round(float(x), 3) for x in (cu, rng.uniform(0.15, 0.35), rng.uniform(0.008, 0.016))]
+                      for cu in np.sort(rng.uniform(-0.8, 0.8, n))]
+        d["tension"] = round(float(rng.uniform(0.006, 0.012)), 4)
     if kind == "surgical":
         n = int(rng.choice([2, 3, 3, 3, 4]))
         span = rng.uniform(0.42, 0.56) * (0.75 if pulled else 1.0)
@@ -64,7 +73,13 @@ def draw_surface(kind: str, wear: str, rng: np.random.Generator) -> dict[str, An
         vs = np.linspace(centre - span / 2, centre + span / 2, n) + rng.normal(0, 0.015, n)
         d.update(pleats=[round(float(x), 4) for x in np.sort(vs)],
                  pleat_depth=round(float(rng.uniform(0.014, 0.024)), 4),
-                 pleat_width=round(float(rng.uniform(0.09, 0.14) * (0.7 if pulled else 1.0)), 4))
+                 pleat_width=round(float(rng.uniform(0.09, 0.14) * (0.7 if pulled else 1.0)), 4),
+                 # the bound edges: a tape of a denser, lighter nonwoven sewn over the top, bottom
+                 # and sides (share of the mask's height; how far its colour goes towards white),
+                 # a stitch line along its inner edge
+                 tape=round(float(rng.uniform(0.05, 0.075)), 4),
+                 tape_light=round(float(rng.uniform(0.15, 0.45)), 3),
+                 stitch=round(float(rng.uniform(0.1, 0.22)), 3))
     elif kind == "kf94":
         d.update(fold=round(float(rng.uniform(0.42, 0.5)), 4),
                  fold_depth=round(float(rng.uniform(0.05, 0.09)), 4),
@@ -137,6 +152,9 @@ def _form_grid(kind: str, d: dict[str, Any], width_px: float) -> np.ndarray:
     elif kind == "cloth":
         h = h + d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.7, 1.0)) ** 1.5
     h = np.broadcast_to(h, (gh, gw)).astype(np.float32)
+    if d.get("roll", 0) > 0:   # the rolled top edge: a tube along it, a dark fold under it
+        h = h + d["roll"] * (np.exp(-((vc - 0.04) / 0.045) ** 2)
+                             - 0.5 * np.exp(-((vc - 0.11) / 0.025) ** 2))
     if d.get("tent", 0) > 0:
         # the ridge down the nose bridge, falling off to the cheeks, fading below the nose
         along = 1 - _smoothstep(vc / 0.6)
@@ -147,6 +165,14 @@ def _form_grid(kind: str, d: dict[str, Any], width_px: float) -> np.ndarray:
     if d.get("tent", 0) > 0:
         # the crease each side: from beside the bridge down and out towards the cheek
         segs += [((0.1 * sgn, 0.04), (0.55 * sgn, 0.5), -d["nose_crease"], 0.06) for sgn in (-1.0, 1.0)]
+    for k, (cu, length, depth) in enumerate(d.get("bunch", ())):
+        # the bunched top edge: short folds across it, fanning out a little, ridge and valley in turn
+        segs.append(((cu, -0.02), (cu * (1 + 0.3 * length), length), depth * (1 if k % 2 else -1), 0.045))
+    if d.get("tension", 0) > 0:
+        # stretched between the loops: shallow ridges from each side's corners towards the middle
+        for sgn in (-1.0, 1.0):
+            segs += [((0.95 * sgn, 0.08), (0.35 * sgn, 0.5), d["tension"], 0.045),
+                     ((0.95 * sgn, 0.55), (0.4 * sgn, 0.85), 0.7 * d["tension"], 0.045)]
     for cu, cv, ang, length, depth in d.get("creases", ()):
         # a soft buckle: a low ridge (or a valley, by the sign of ``cu``'s draw) a few % wide
         du, dv = np.cos(ang) * length / 2, np.sin(ang) * length / 2
@@ -173,7 +199,8 @@ def _pleat_table(d: dict[str, Any]) -> np.ndarray:
         drop = np.exp(-np.clip(x - 1.0, 0, None) * 4.0) * (x >= 1.0)   # the crease: steep
         prof += d["pleat_depth"] * (rise + drop * 0.999) * (x > 0)
     tape = 0.004 * _smoothstep(np.minimum(t, 1 - t) / 0.06) - 0.004
-    wire = -0.006 * np.exp(-((t - 0.075) / 0.02) ** 2)
+    # the nose wire: a round ridge inside the top tape, the fabric creased just under it
+    wire = 0.005 * np.exp(-((t - 0.03) / 0.014) ** 2) - 0.006 * np.exp(-((t - 0.075) / 0.02) ** 2)
     taper = 1 - _smoothstep((np.abs(us) - 0.86) / 0.14) * 0.7
     table = (np.outer(prof, taper) + tape[:, None] + np.outer(wire, np.abs(us) < 0.4))
     return table.astype(np.float32)
@@ -300,6 +327,34 @@ def material(u: np.ndarray, v: np.ndarray, width_px: float, scale: float,
     else:
         tex = _noise_patch(kind, scale, shape, d["material_seed"])
     return (1.0 + amp * tex).astype(np.float32)
+
+
+def bound_edges(u: np.ndarray, v: np.ndarray, width_px: float, scale: float,
+                d: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A surgical mask's bound edges, in render pixels: (tape, stitch) float32 maps like ``u``.
+
+    ``tape`` (0..1, soft-edged) is where the binding tape lies along the top, bottom and sides;
+    ``stitch`` (0..1) is the stitch line along its inner edge: dashes about 2.5 mm long on a mask
+    big enough to show them, a continuous faint line (their average) on a smaller one."""
+    tape_v = d["tape"]
+    tape_u = tape_v * 1.4            # v spans about 0.7 of the mask's width, u spans 2 widths
+    height_px = width_px * 0.7
+    # distance (render px) inside the tape's inner edge: > 0 on the tape
+    inside = np.maximum(np.maximum(tape_v - v, v - (1 - tape_v)) * height_px,
+                        (np.abs(u) - (1 - tape_u)) * width_px / 2)
+    tape = np.clip(inside / max(0.7 * scale, 0.7) + 0.5, 0.0, 1.0)
+    # the stitch line: just inside the tape's inner edge, about 0.5 output px wide
+    line_w = max(0.5 * scale, 0.6)
+    off = max(0.25 * tape_v * height_px, line_w)
+    stitch = np.exp(-((inside - off) / line_w) ** 2)
+    period = 0.014 * width_px                   # ~2.5 mm on a ~175 mm wide mask
+    if period >= 3.0 * scale:                   # dashes show: at least 3 output px each
+        along = np.where(np.abs(u) > 1 - tape_u - off * 2 / width_px, v * height_px,
+                         u * width_px / 2)
+        stitch = stitch * (np.sin(2 * np.pi * along / period) > -0.3)
+    else:
+        stitch = stitch * 0.6
+    return tape.astype(np.float32), stitch.astype(np.float32)
 
 
 def edge_wobble(shape: tuple[int, int], amount: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
