@@ -300,8 +300,13 @@ VERIFY_SIDE = 100
 VERIFY_PAD = 0.3
 VERIFY_MIN_SCORE = -1.0
 #: Crop-shaped images up to this longer side are not searched at full cost: the quick look and
-#: the crop fit see every face a crop this small can hold at a size worth masking.
+#: the crop fit see every face a crop this small can hold at a size worth masking. Above it, a
+#: crop fit must be settled to count (a HOG check alone took a 400x301 scene of two people for
+#: one face crop), and a quick-look face ends the search only when it fills most of the image.
 CROP_NO_SEARCH_SIDE = 200
+#: ... "most of the image": the quick look's largest face box covers this share of its area (a
+#: tight crop: 0.4-1; a 600x440 photo with a second, smaller face beside a big one: 0.32).
+QUICK_DOMINANT_AREA = 0.4
 
 
 @dataclass
@@ -329,6 +334,7 @@ class CropFit:
 
     fill: float = 1.0   # face width (jaw to jaw) / image width
     hog_score: float | None = None   # the HOG check (:func:`hog_check`) where it ran
+    shape: tuple[int, int] = (0, 0)  # the image's (height, width)
 
     @property
     def settled(self) -> bool:
@@ -338,9 +344,12 @@ class CropFit:
 
     @property
     def confident(self) -> bool:
-        """A face: settled, or plausible (shape and skin) and HOG sees a face there."""
+        """A face: settled, or, in a small crop (<= CROP_NO_SEARCH_SIDE px), plausible (shape and
+        skin) with HOG seeing a face there."""
+        h, w = self.shape
         return self.settled or (self.reason is None and self.hog_score is not None
-                                and self.hog_score >= VERIFY_MIN_SCORE)
+                                and self.hog_score >= VERIFY_MIN_SCORE
+                                and max(h, w) <= CROP_NO_SEARCH_SIDE)
 
 
 def _eye_distance(lm: np.ndarray) -> float:
@@ -468,8 +477,9 @@ def fit_crop(image: np.ndarray, rounds: int = CROP_FIT_ROUNDS) -> CropFit:
         reason = "no skin at cheeks and nose"
     face = _face_from_landmarks(lm, box, w, h, 0.0, "crop", 0, "crop fit")
     fill = float(np.linalg.norm(lm[JAW_LEFT] - lm[JAW_RIGHT])) / w
-    fit = CropFit(face, drift, skin, contrast, reason, fill)
-    if reason is None and not fit.settled:   # plausible, yet unsure: ask HOG (~3 ms)
+    fit = CropFit(face, drift, skin, contrast, reason, fill, shape=(h, w))
+    if reason is None and not fit.settled and max(h, w) <= CROP_NO_SEARCH_SIDE:
+        # plausible, yet unsure: ask HOG (~3 ms); only a small crop's fit may count on it
         fit = replace(fit, hog_score=hog_check(image, lm))
     return fit
 
@@ -643,8 +653,14 @@ def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT
     search = True
     if crop_shaped and model == "hog":
         quick, rejected, unsure = _verify_quick(image, quick_look(image, min_score))
-        if quick:
+        if quick and (max(h, w) <= CROP_NO_SEARCH_SIDE or _dominates(quick, h, w)):
             return FaceSearch(_largest_first(quick), rejected)
+        if quick:   # a bigger photo may hold smaller faces beside the one the quick look saw
+            found = detect_faces(image, model=model, min_score=min_score, upsample=upsample,
+                                 max_side=max_side, min_size=min_size)
+            more, more_rejected = _verify(image, found, stability=True)
+            more = [f for f in more if not any(_same_face(f, q) for q in quick)]
+            return FaceSearch(_largest_first(quick + more), rejected + more_rejected)
         if max(h, w) <= CROP_FAST_SIDE:
             fit = fit_crop(image)
             if fit.confident:
@@ -669,6 +685,23 @@ def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT
         elif crops == "assume" and fit.reason is None:
             good = [replace(fit.face, found_by="assumed crop")]
     return FaceSearch(_largest_first(good), rejected)
+
+
+def _area(box: tuple[float, ...]) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def _dominates(faces: list[Face], h: int, w: int) -> bool:
+    """Whether the largest face fills most of the image (no room left for another worth masking)."""
+    return max(_area(f.box) for f in faces) >= QUICK_DOMINANT_AREA * h * w
+
+
+def _same_face(a: Face, b: Face) -> bool:
+    """Two finds of one face: the boxes overlap by more than a third of the smaller."""
+    ix = min(a.box[2], b.box[2]) - max(a.box[0], b.box[0])
+    iy = min(a.box[3], b.box[3]) - max(a.box[1], b.box[1])
+    inter = max(0, ix) * max(0, iy)
+    return inter > min(_area(a.box), _area(b.box)) / 3
 
 
 def _largest_first(faces: list[Face]) -> list[Face]:

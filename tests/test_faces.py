@@ -171,3 +171,40 @@ def test_hog_confirms_an_unsettled_crop_fit_and_refuses_a_cat():
         fit = fit_crop(patch)
         assert not fit.confident, name
         assert find_faces(patch).faces == [], name
+
+
+def test_a_scene_photo_is_searched_not_taken_for_one_face_crop():
+    """Small scene photos of crop-like shape (400x301) are searched: a plausible fit over the
+    whole picture, with a weak HOG hit somewhere near its centre, is not one face crop."""
+    images = require_shared("masks", "kaggle_fmd", "images")
+    two_people = find_faces(read_image(images / "maksssksksss200.jpg")).faces
+    assert len(two_people) == 2
+    assert all(f.found_by == "search" for f in two_people)
+    assert find_faces(read_image(images / "maksssksksss123.jpg")).faces == []
+
+
+def test_a_face_filling_the_quick_look_does_not_hide_a_smaller_face_beside_it():
+    """A photo with one big face (seen by the quick look) and a smaller one beside it: both."""
+    import cv2
+
+    photo = read_image(require_shared("faces", "identities", "barack_obama", "obama.jpg"))
+    big = detect_faces(photo)[0]
+    left, top, right, bottom = big.box
+    side = int((right - left) * 1.5)
+    cx, cy = (left + right) // 2, (top + bottom) // 2
+    region = photo[max(cy - side // 2, 0):cy + side // 2, max(cx - side // 2, 0):cx + side // 2]
+    canvas = np.full((440, 600, 3), 128, np.uint8)
+    canvas[:, :440] = cv2.resize(region, (440, 440), interpolation=cv2.INTER_AREA)
+    crops = require_shared("masks", "chandrikadeb7", "without_mask")
+    for path in sorted(crops.glob("*.jpg"))[:40]:
+        small = cv2.resize(read_image(path), (150, 150), interpolation=cv2.INTER_AREA)
+        with_small = canvas.copy()
+        with_small[280:430, 445:595] = small
+        if detect_faces(np.ascontiguousarray(with_small[:, 440:])):
+            break
+    else:
+        pytest.fail("no chandrikadeb7 crop that HOG finds on its own among 40")
+    found = find_faces(with_small).faces
+    assert [f.found_by for f in found][0] == "quick look", "the big face should be the quick look's"
+    assert len(found) == 2
+    assert found[1].box[0] >= 440     # the small face, right of the big one
