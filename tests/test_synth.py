@@ -644,3 +644,26 @@ def test_a_surgical_mask_has_lighter_bound_edges(faces_by_photo, rel, monkeypatc
             without, _ = _edge_lift(image, faces[0], seed)
         assert with_tape > without * (1 + 0.1 * sd["tape_light"]), (seed, with_tape, without,
                                                                      sd["tape_light"])
+
+
+@pytest.mark.parametrize("kind", ["white", "nonwoven", "meltblown", "knit"])
+def test_grain_and_fibres_are_fresh_for_every_mask(kind):
+    """Two masks' grain or fibres never match after a shift (a model could learn the one texture
+    shared by the whole dataset), a large layer does not repeat, and a seed gives the same bytes."""
+    from maskprep.masks import surface
+
+    def field(shape: tuple[int, int], seed: int) -> np.ndarray:
+        if kind == "white":
+            return surface.white_noise(shape, seed)
+        v, u = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32) / max(shape)
+        return surface.material(u, v, float(shape[1]), 1.0,
+                                {"fibre": 1.0, "material": kind, "material_seed": seed})
+
+    patch = np.ascontiguousarray(field((256, 256), 11)[64:192, 64:192])
+    other = field((400, 400), 12345)   # holds every offset of a 256 px tile, were it one
+    assert cv2.matchTemplate(other, patch, cv2.TM_CCOEFF_NORMED).max() < 0.5
+    big = field((600, 600), 7)
+    self_match = cv2.matchTemplate(big, np.ascontiguousarray(big[:128, :128]), cv2.TM_CCOEFF_NORMED)
+    self_match[:16, :16] = 0   # the patch itself and its blurred neighbours
+    assert self_match.max() < 0.5
+    assert field((64, 80), 11).tobytes() == field((64, 80), 11).tobytes()

@@ -251,60 +251,44 @@ def normals(height: np.ndarray) -> np.ndarray:
     return np.dstack([gx * inv, gy * inv, inv])
 
 
-_TILE = 256
-_TILES: dict[tuple[str, float], np.ndarray] = {}   # per process: one noise texture per material and scale
+def _unit(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled to unit standard deviation (left as is where it is flat)."""
+    return x / max(float(np.std(x)), 1e-6)
 
 
-def _texture_tile(kind: str, scale: float) -> np.ndarray:
-    """A _TILE x _TILE texture of one material at one render scale (unit std),
-    made once per process: the per-output draw only picks where in it the mask's patch lies."""
-    key = (kind, scale)
-    if key not in _TILES:
-        rng = np.random.default_rng(sum(map(ord, kind)))
-        shape = (_TILE, _TILE)
-        noise = rng.standard_normal(shape).astype(np.float32)
-        if kind == "nonwoven":   # short fibres: noise stretched along both directions
-            a = cv2.GaussianBlur(noise, (0, 0), sigmaX=1.6 * scale, sigmaY=0.45 * scale)
-            b = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0),
-                                 sigmaX=0.45 * scale, sigmaY=1.6 * scale)
-            tex = a + b
-        elif kind == "meltblown":  # soft blotches plus a fine grain
-            tex = cv2.GaussianBlur(noise, (0, 0), 1.2 * scale)
-            fine = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), 0.5 * scale)
-            tex = 0.8 * tex / max(float(np.std(tex)), 1e-6) + 0.6 * fine / max(float(np.std(fine)), 1e-6)
-        elif kind == "cotton":     # the weave's irregularity
-            tex = cv2.GaussianBlur(noise, (0, 0), 0.6 * scale)
-        elif kind == "white":      # camera grain
-            tex = noise
-        else:                      # knit / sponge: fine pores
-            tex = cv2.GaussianBlur(noise, (0, 0), 0.5 * scale)
-            tex = 0.7 * tex / max(float(np.std(tex)), 1e-6)
-        if kind in ("nonwoven",):
-            tex = tex / max(float(np.std(tex)), 1e-6)
-        if len(_TILES) > 32:
-            _TILES.clear()
-        _TILES[key] = tex.astype(np.float32)
-    return _TILES[key]
-
-
-def _noise_patch(kind: str, scale: float, shape: tuple[int, int], seed: int) -> np.ndarray:
-    """A ``shape`` patch of the material's texture tile, at an offset drawn from ``seed`` (wrapped
-    round the tile where the patch is larger)."""
-    tile = _texture_tile(kind, max(0.25, round(float(scale) * 4) / 4))   # a few tiles per process
+def _noise_field(kind: str, scale: float, shape: tuple[int, int], seed: int) -> np.ndarray:
+    """A ``shape`` texture of one material at one render scale (about unit std), drawn fresh from
+    ``seed``: every output gets its own field, so no two masks share a grain that a model could
+    match after a shift, and a large layer never repeats. The field is drawn with a margin of
+    three blur widths and cropped, so its edges have the same statistics as its middle."""
+    scale = max(0.25, float(scale))   # never a blur below a quarter pixel
     rng = np.random.default_rng(seed)
-    oy, ox = (int(x) for x in rng.integers(0, _TILE, 2))
-    h, w = shape
-    if h + oy <= _TILE and w + ox <= _TILE:
-        return tile[oy:oy + h, ox:ox + w]
-    ys = (np.arange(h) + oy) % _TILE
-    xs = (np.arange(w) + ox) % _TILE
-    return tile[np.ix_(ys, xs)]
+    if kind == "white":        # camera grain
+        return rng.standard_normal(shape, dtype=np.float32)
+    pad = int(np.ceil(3 * 1.6 * scale)) + 1
+    h, w = shape[0] + 2 * pad, shape[1] + 2 * pad
+
+    def draw() -> np.ndarray:
+        return rng.standard_normal((h, w), dtype=np.float32)
+
+    if kind == "nonwoven":     # short fibres: noise stretched along both directions
+        a = cv2.GaussianBlur(draw(), (0, 0), sigmaX=1.6 * scale, sigmaY=0.45 * scale)
+        b = cv2.GaussianBlur(draw(), (0, 0), sigmaX=0.45 * scale, sigmaY=1.6 * scale)
+        tex = _unit(a + b)
+    elif kind == "meltblown":  # soft blotches plus a fine grain
+        blot = cv2.GaussianBlur(draw(), (0, 0), 1.2 * scale)
+        fine = cv2.GaussianBlur(draw(), (0, 0), 0.5 * scale)
+        tex = 0.8 * _unit(blot) + 0.6 * _unit(fine)
+    elif kind == "cotton":     # the weave's irregularity
+        tex = cv2.GaussianBlur(draw(), (0, 0), 0.6 * scale)
+    else:                      # knit / sponge: fine pores
+        tex = 0.7 * _unit(cv2.GaussianBlur(draw(), (0, 0), 0.5 * scale))
+    return np.ascontiguousarray(tex[pad:pad + shape[0], pad:pad + shape[1]], dtype=np.float32)
 
 
 def white_noise(shape: tuple[int, int], seed: int) -> np.ndarray:
-    """Unit white noise of ``shape``: a patch of one tile made per process (drawing fresh noise
-    for every mask cost more than the rest of its camera layer)."""
-    return _noise_patch("white", 1.0, shape, seed)
+    """Unit white noise of ``shape`` (float32), drawn fresh from ``seed``."""
+    return _noise_field("white", 1.0, shape, seed)
 
 
 def material(u: np.ndarray, v: np.ndarray, width_px: float, scale: float,
@@ -323,9 +307,9 @@ def material(u: np.ndarray, v: np.ndarray, width_px: float, scale: float,
         x = u * width_px / 2 / period
         y = v * width_px * 0.75 / period
         tex = 0.9 * np.sin(2 * np.pi * (x + y) / 2) + 0.5 * np.sin(2 * np.pi * x)
-        tex += _noise_patch("cotton", scale, shape, d["material_seed"])
+        tex += _noise_field("cotton", scale, shape, d["material_seed"])
     else:
-        tex = _noise_patch(kind, scale, shape, d["material_seed"])
+        tex = _noise_field(kind, scale, shape, d["material_seed"])
     return (1.0 + amp * tex).astype(np.float32)
 
 
