@@ -116,6 +116,9 @@ def summary(rows: list[dict[str, float]]) -> dict[str, tuple[float, ...]]:
 
 
 def print_table(label: str, rows: list[dict[str, float]]) -> None:
+    if not rows:   # a small --limit can leave a group empty: no percentiles to show
+        print(f"{label:<22} n=0    no masks measured")
+        return
     s = summary(rows)
     cells = "  ".join(f"{k} {s[k][0]:+.2f} / {s[k][1]:+.2f} / {s[k][2]:+.2f}" for k in STATS)
     print(f"{label:<22} n={len(rows):<4} {cells}")
@@ -123,7 +126,9 @@ def print_table(label: str, rows: list[dict[str, float]]) -> None:
 
 def _sample(folder: str, limit: int) -> list[Path]:
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    return [paths[i] for i in np.linspace(0, len(paths) - 1, min(limit, len(paths))).astype(int)]
+    if limit <= 0 or limit >= len(paths):   # 0: all, as in the other benches
+        return paths
+    return [paths[i] for i in np.linspace(0, len(paths) - 1, limit).astype(int)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/masks/chandrikadeb7/with_mask")
     ap.add_argument("--bare", default="../shared/data/masks/chandrikadeb7/without_mask")
-    ap.add_argument("--limit", type=int, default=150, help="photos from each folder")
+    ap.add_argument("--limit", type=int, default=150, help="photos from each folder (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     real: list[dict[str, float]] = []
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(real)} real masks cut, {len(marks)} unmasked faces fitted; p10 / median / p90,")
     print("in eye distances: top = top edge below landmark 27, side = half-width, bottom = lowest below 27")
     print_table("real masks", real)
-    nose = float(np.median([m["top"] for m in marks]))
+    nose = float(np.median([m["top"] for m in marks])) if marks else float("-inf")
     print_table("real, over the nose", [r for r in real if r["top"] < nose])
     for k in TYPES:
         print_table(f"synth-masks {k}", ours[k])

@@ -669,6 +669,27 @@ def test_masked_copy_candidates_come_from_an_index_that_finds_what_all_pairs_fin
     assert probed <= close and len(probed) >= 0.95 * len(close)
 
 
+def test_the_cosine_index_gives_the_same_pairs_whatever_its_query_chunk_and_any_table_size():
+    """Queries are assigned to index cells a chunk at a time so memory stays linear in the queries;
+    the chunk never changes the pairs (nor their order), float16 queries give what their float32 copy
+    gives, and a table smaller than the probes asked for is compared with every query, not refused."""
+    from maskprep.audit.pairs import cosine_pairs
+    rng = np.random.default_rng(7)
+    table = rng.standard_normal((400, 24)).astype(np.float32)
+    table /= np.linalg.norm(table, axis=1, keepdims=True)
+    queries = table[rng.integers(0, 400, 3000)] + 0.1 * rng.standard_normal((3000, 24)).astype(np.float32)
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float16)
+    whole = cosine_pairs(queries, table, 0.7)
+    assert len(whole[0]) > 2000
+    for got in (cosine_pairs(queries, table, 0.7, chunk=97), cosine_pairs(queries.astype(np.float32), table, 0.7)):
+        for a, b in zip(whole, got):
+            assert np.array_equal(a, b)
+    wide = queries.astype(np.float32)
+    for rows in (1, 2, 3):   # every similarity is >= -1: all 50 x rows pairs, with their products
+        i, j, s = cosine_pairs(queries[:50], table[:rows], -1.0, cells=10)
+        assert len(i) == 50 * rows and np.allclose(s, np.sum(wide[i] * table[j], 1), atol=1e-5)
+
+
 def test_a_face_crop_masked_up_to_the_eyes_is_still_a_masked_copy(masks_data):
     """A tight crop painted over from just below the eyes leaves a strip of eyes and forehead: few
     features, so few matches fit the transform. It is still confirmed as a copy of its original

@@ -139,7 +139,7 @@ def candidate_pairs(data: list[AlignData], splits: list[str], min_similarity: fl
         return {}
     table = np.stack([d.descriptor for d in data]).astype(np.float32)          # (n, d)
     v = data[0].grid.shape[0]
-    queries = np.concatenate([d.grid for d in data]).astype(np.float32)        # (n * V, d), file-major
+    queries = np.concatenate([d.grid for d in data])       # (n * V, d) float16, file-major; widened in blocks
     rows, j, sim = cosine_pairs(queries, table, min_similarity, probes=probes)
     i, variant = rows // v, rows % v
     split_ids = np.unique(np.asarray(splits), return_inverse=True)[1]

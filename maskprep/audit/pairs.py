@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 _BLOCK_ELEMENTS = 1 << 22  # elements of one XOR block in the brute-force path (32 MiB of uint64)
+_PROBE_CHUNK = 1 << 16     # queries assigned to their index cells at once (a chunk x cells product)
 
 
 def _as_u64(hashes: ArrayLike) -> np.ndarray:
@@ -253,7 +254,8 @@ def spherical_kmeans(vectors: np.ndarray, cells: int, iterations: int = 8, seed:
 
 
 def cosine_pairs(queries: ArrayLike, table: ArrayLike, min_similarity: float, probes: int = 4,
-                 cells: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 cells: int | None = None, seed: int = 0, chunk: int = _PROBE_CHUNK
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(i, j, s)`` with ``s = queries[i] . table[j] >= min_similarity`` (rows unit-norm), from an
     inverted-file index instead of all ``len(queries) x len(table)`` products.
 
@@ -261,19 +263,30 @@ def cosine_pairs(queries: ArrayLike, table: ArrayLike, min_similarity: float, pr
     compared only with the table rows of its ``probes`` nearest cells: about ``probes * n / cells``
     products per query, so ``O(m sqrt(n))`` in all. Approximate: a pair whose two rows fall in cells
     the query does not probe is missed (the audit measures this step's recall in benchmarks/bench_audit.py).
-    Small tables (cells <= probes) are compared exhaustively, which is exact."""
-    q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
+    Small tables (cells <= probes) are compared exhaustively, which is exact.
+
+    Memory stays linear in ``len(queries)``: float16 queries are kept as given and widened a block at a
+    time, and queries are assigned to their cells ``chunk`` rows at a time (the result does not depend
+    on ``chunk``)."""
+    q = np.asarray(queries)
+    if q.dtype != np.float16:   # float16 (the audit's grid descriptors) widens exactly, block by block
+        q = q.astype(np.float32, copy=False)
+    q = np.ascontiguousarray(q)
     t = np.ascontiguousarray(np.asarray(table, dtype=np.float32))
     if len(q) == 0 or len(t) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    cells = cells or int(round(np.sqrt(len(t))))
+    # k-means makes at most one cell per table row; fewer cells than probes means probing all of them
+    cells = min(cells or int(round(np.sqrt(len(t)))), len(t))
     out_i, out_j, out_s = [], [], []
     if cells <= probes:
         groups = [(np.arange(len(q)), np.arange(len(t)))]
     else:
         centroids = spherical_kmeans(t, cells, seed=seed)
         owner = (t @ centroids.T).argmax(1)
-        probed = np.argpartition(-(q @ centroids.T), probes - 1, axis=1)[:, :probes]     # (m, probes)
+        probed = np.empty((len(q), probes), np.int32)     # each query's `probes` most similar cells
+        for start in range(0, len(q), max(1, chunk)):
+            s = q[start:start + max(1, chunk)].astype(np.float32) @ centroids.T
+            probed[start:start + len(s)] = np.argpartition(s, -probes, axis=1)[:, -probes:]
         rows = np.repeat(np.arange(len(q)), probes)
         order = np.argsort(probed.ravel(), kind="stable")
         bounds = np.searchsorted(probed.ravel()[order], np.arange(len(centroids) + 1))
@@ -285,7 +298,7 @@ def cosine_pairs(queries: ArrayLike, table: ArrayLike, min_similarity: float, pr
         step = max(1, _BLOCK_ELEMENTS // (4 * len(members)))
         for start in range(0, len(qs), step):
             block = qs[start:start + step]
-            s = q[block] @ t[members].T
+            s = q[block].astype(np.float32, copy=False) @ t[members].T
             ii, jj = np.nonzero(s >= min_similarity)
             out_i.append(block[ii])
             out_j.append(members[jj])
