@@ -522,8 +522,8 @@ def quick_look(image: np.ndarray, min_score: float = DEFAULT_MIN_SCORE) -> list[
     HOG at upsample 0 on a copy QUICK_SIDE px long, padded by QUICK_PAD of it (replicated
     border: a tight crop lacks the brow and chin around the face HOG's window expects); hits
     scoring from ``min_score - QUICK_SCORE_DROP``, landmarks fitted at full resolution.
-    Unchecked: :func:`find_faces` settles and checks every hit, and when one is a face it does
-    not search further (smaller faces around a face this large are not looked for).
+    Unchecked: :func:`find_faces` settles and checks every hit; when one is a face, it searches
+    further only in a photo over CROP_NO_SEARCH_SIDE px that the face does not dominate.
     """
     image = _as_dlib_image(image)
     h, w = image.shape[:2]
@@ -627,7 +627,9 @@ def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT
 
     Cheap looks first, the full search only where they are unsure:
 
-    1. A crop-shaped image (HOG only) gets the :func:`quick_look`: faces filling most of it.
+    1. A crop-shaped image (HOG only) gets the :func:`quick_look`: faces filling most of it. One
+       found ends the search in a crop up to CROP_NO_SEARCH_SIDE px or where it dominates the
+       image; otherwise the search (3.) adds the other faces.
     2. Nothing there in a small crop (<= CROP_FAST_SIDE px): it is fitted as a face crop
        (:func:`fit_crop`); a confident fit (settled, or plausible and confirmed by
        :func:`hog_check`) is the face. Crops up to CROP_NO_SEARCH_SIDE px skip the full search
@@ -649,19 +651,15 @@ def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT
     h, w = image.shape[:2]
     crop_shaped = crops != "off" and is_crop_shaped(h, w)
     fit = None
+    quick: list[Face] = []
     rejected: list[tuple[Face, str]] = []
     search = True
     if crop_shaped and model == "hog":
         quick, rejected, unsure = _verify_quick(image, quick_look(image, min_score))
         if quick and (max(h, w) <= CROP_NO_SEARCH_SIDE or _dominates(quick, h, w)):
             return FaceSearch(_largest_first(quick), rejected)
-        if quick:   # a bigger photo may hold smaller faces beside the one the quick look saw
-            found = detect_faces(image, model=model, min_score=min_score, upsample=upsample,
-                                 max_side=max_side, min_size=min_size)
-            more, more_rejected = _verify(image, found, stability=True)
-            more = [f for f in more if not any(_same_face(f, q) for q in quick)]
-            return FaceSearch(_largest_first(quick + more), rejected + more_rejected)
-        if max(h, w) <= CROP_FAST_SIDE:
+        # (a bigger photo may hold smaller faces beside the quick look's: searched below)
+        if not quick and max(h, w) <= CROP_FAST_SIDE:
             fit = fit_crop(image)
             if fit.confident:
                 return FaceSearch([fit.face], rejected)
@@ -669,12 +667,15 @@ def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT
             # turned one: only the CNN, and only where the fit saw a plausible face
             search = unsure or max(h, w) > CROP_NO_SEARCH_SIDE
             second_opinion = second_opinion and (search or fit.reason is None)
-    good = []
+    good = quick
     if search:
         found = detect_faces(image, model=model, min_score=min_score, upsample=upsample,
                              max_side=max_side, min_size=min_size)
-        # the search judges what it finds, the quick look's hits included, with the full check
-        good, rejected = _verify(image, found, stability=True)
+        searched, search_rejected = _verify(image, found, stability=True)
+        good = quick + [f for f in searched if not any(_same_face(f, q) for q in quick)]
+        # without a quick-look face, the search judges what it finds, the quick look's unsure
+        # hits included, with the full check: its verdicts replace the quick look's
+        rejected = rejected + search_rejected if quick else search_rejected
     if not good and second_opinion and model == "hog" and max(h, w) <= SMALL_SIDE:
         good, more_rejected = _verify(image, _second_opinion(image), stability=False)
         rejected += more_rejected
@@ -705,7 +706,7 @@ def _same_face(a: Face, b: Face) -> bool:
 
 
 def _largest_first(faces: list[Face]) -> list[Face]:
-    return sorted(faces, key=lambda f: (-(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), f.box[0], f.box[1]))
+    return sorted(faces, key=lambda f: (-_area(f.box), f.box[0], f.box[1]))
 
 
 # ------------------------------------------------------------------------------------------------
