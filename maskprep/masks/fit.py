@@ -87,16 +87,8 @@ def check_face(landmarks: np.ndarray, min_face: float = DEFAULT_MIN_FACE,
     return shape_reason(lm)
 
 
-def _jaw_point(lm: np.ndarray, s: float) -> np.ndarray:
-    """A point on the jaw polyline at fractional landmark index ``s`` (0..16)."""
-    s = float(np.clip(s, 0, 16))
-    i = min(int(np.floor(s)), 15)
-    f = s - i
-    return lm[i] * (1 - f) + lm[i + 1] * f
-
-
 def _jaw_points(lm: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """:func:`_jaw_point` for an array of fractional indices (N x 2)."""
+    """Points (N x 2) on the jaw polyline at fractional landmark indices ``s`` (0..16)."""
     s = np.clip(np.asarray(s, np.float64), 0, 16)
     i = np.minimum(np.floor(s).astype(int), 15)
     f = (s - i)[:, None]
@@ -164,7 +156,8 @@ def fit_grid(landmarks: np.ndarray, rows: int, cols: int, wear: str = "correct",
     us = np.linspace(-1.0, 1.0, cols)
     a = np.abs(us)[:, None]
     right_side = us >= 0
-    corners = np.where(right_side[:, None], _jaw_point(lm, 16 - s_corner), _jaw_point(lm, s_corner))
+    right_corner, left_corner = _jaw_points(lm, np.array([16 - s_corner, s_corner]))
+    corners = np.where(right_side[:, None], right_corner, left_corner)
     # top edge: from the corner to the top centre, bowed up over the cheeks
     top = corners * a + top_c * (1 - a) + frame.up * h * bulge * np.sin(np.pi * a)
     # bottom edge: along the jaw round the chin, a little outside the jaw line
