@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -24,9 +25,18 @@ TEXTURES = ("brick", "grass", "gravel", "coffee", "chelsea", "horse", "rocket", 
             "page", "camera", "hubble_deep_field", "retina", "cell", "cat")
 
 
-def _boxes(xml_path: Path) -> list[tuple[int, int, int, int]]:
+def _photos(kaggle: Path) -> Iterator[tuple[Path, list[tuple[str, tuple[int, int, int, int]]]]]:
+    """kaggle_fmd's photos in a fixed order, each with its annotated (label, face box) pairs
+    (read as the caller goes: the sets stop after a few photos)."""
+    images = kaggle / "images"
+    for path in sorted(images.glob("*.png")) + sorted(images.glob("*.jpg")):
+        yield path, _objects(kaggle / "annotations" / f"{path.stem}.xml")
+
+
+def _objects(xml_path: Path) -> list[tuple[str, tuple[int, int, int, int]]]:
     root = ET.parse(xml_path).getroot()
-    return [tuple(int(float(o.find("bndbox").find(k).text)) for k in ("xmin", "ymin", "xmax", "ymax"))
+    return [(o.findtext("name"),
+             tuple(int(float(o.find("bndbox").find(k).text)) for k in ("xmin", "ymin", "xmax", "ymax")))
             for o in root.iter("object")]
 
 
@@ -49,10 +59,10 @@ def scene_patches(kaggle: Path, count: int, seed: int = 0) -> list[tuple[str, np
     """``count`` face-free patches (48 px up to half the photo), one per kaggle_fmd photo."""
     rng = np.random.default_rng(seed)
     out = []
-    for path in sorted((kaggle / "images").glob("*.png")) + sorted((kaggle / "images").glob("*.jpg")):
+    for path, objects in _photos(kaggle):
         if len(out) >= count:
             break
-        boxes = _boxes(kaggle / "annotations" / f"{path.stem}.xml")
+        boxes = [box for _, box in objects]
         image = read_image(path)
         h, w = image.shape[:2]
         for _ in range(30):
@@ -68,16 +78,14 @@ def body_patches(kaggle: Path, count: int, seed: int = 1) -> list[tuple[str, np.
     """Patches below an unmasked face (neck, shoulders, chest), clear of every face box."""
     rng = np.random.default_rng(seed)
     out = []
-    for path in sorted((kaggle / "images").glob("*.png")) + sorted((kaggle / "images").glob("*.jpg")):
+    for path, objects in _photos(kaggle):
         if len(out) >= count:
             break
-        tree = ET.parse(kaggle / "annotations" / f"{path.stem}.xml").getroot()
-        boxes = _boxes(kaggle / "annotations" / f"{path.stem}.xml")
+        boxes = [box for _, box in objects]
         image = None
-        for obj in tree.iter("object"):
-            if obj.findtext("name") != "sin_mascarilla":
+        for label, b in objects:
+            if label != "sin_mascarilla":
                 continue
-            b = [int(float(obj.find("bndbox").find(k).text)) for k in ("xmin", "ymin", "xmax", "ymax")]
             s = max(b[2] - b[0], b[3] - b[1])
             if s < 24:
                 continue
@@ -88,7 +96,7 @@ def body_patches(kaggle: Path, count: int, seed: int = 1) -> list[tuple[str, np.
             side = int(s * 1.2)
             if x < 0 or y + side > h or x + side > w:
                 continue
-            others = [o for o in boxes if tuple(o) != tuple(b)]
+            others = [o for o in boxes if o != b]
             if _clear_of_faces(x, y, side, others) and y >= b[3]:
                 out.append((f"body/{path.stem}_{x}_{y}_{side}", _sized(image[y:y + side, x:x + side])))
                 break
