@@ -229,9 +229,9 @@ def confirm_pair(features: FeatureCache, i: int, j: int, mirrored: bool,
     # was masked, and a little off it in the other one.
     ncc = max(aligned_correlation(view_a, vb, matrix),
               aligned_correlation(vb, view_a, cv2.invertAffineTransform(matrix)))
-    if not (_usual_copy(n, len(good), ncc) if usual else False) \
-            and not (few and ncc >= MIN_CORRELATION_WEAK) \
-            and not (consistent and ncc >= MIN_CORRELATION_CONSISTENT):
+    if not ((usual and _usual_copy(n, len(good), ncc))
+            or (few and ncc >= MIN_CORRELATION_WEAK)
+            or (consistent and ncc >= MIN_CORRELATION_CONSISTENT)):
         return None
     return {"mirrored": bool(mirrored), "rotation": round(-rotation, 1), "scale": round(1.0 / scale, 2),
             "inliers": n, "matches": len(good), "correlation": round(ncc, 3),
