@@ -115,6 +115,8 @@ def _run_detector(model: str, image: np.ndarray, upsample: int) -> list[tuple[tu
         rects, scores, _ = _model("hog").run(image, upsample, -1.0)
         return [((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s))
                 for r, s in zip(rects, scores)]
+    if min(image.shape[:2]) < CNN_MIN_SIDE:
+        return []   # dlib's CNN raises on such a strip; it holds no face it could find anyway
     dets = _model("cnn")(image, upsample)
     return [((d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1), float(d.confidence))
             for d in dets]
@@ -274,6 +276,8 @@ MAX_INSTABILITY = 0.15
 #: 0: ~0.15 CPU-s, growing with the pixels). Of the 27 in 200 chandrikadeb7 crops that reach it,
 #: it finds 22 at 140 px (160 px: 21 for 1.3x the cost; 120 px: 19); nothing in 150 scene patches.
 SECOND_OPINION_SIDE = 140
+#: dlib's CNN refuses images thinner than this ("filter windows must be small enough").
+CNN_MIN_SIDE = 8
 SECOND_OPINION_MIN_SCORE = 0.2
 #: Where a face box (HOG's framing) sits around its landmarks: a square of the landmarks' extent,
 #: raised by this fraction of it (measured on HOG detections of chandrikadeb7 crops).

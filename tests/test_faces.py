@@ -208,3 +208,11 @@ def test_a_face_filling_the_quick_look_does_not_hide_a_smaller_face_beside_it():
     assert [f.found_by for f in found][0] == "quick look", "the big face should be the quick look's"
     assert len(found) == 2
     assert found[1].box[0] >= 440     # the small face, right of the big one
+
+
+def test_a_strip_thinner_than_the_cnn_accepts_has_no_face_rather_than_an_error():
+    """A 2 px high strip reaches the CNN second opinion (a 1 px copy), which dlib refuses: it is
+    an image without a face, for the default finder and for --model cnn alike."""
+    strip = np.full((2, 400, 3), 120, np.uint8)
+    assert find_faces(strip).faces == []
+    assert detect_faces(strip, model="cnn") == []
