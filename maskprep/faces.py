@@ -471,14 +471,19 @@ def _face_from_landmarks(lm: np.ndarray, box: tuple[float, ...], w: int, h: int,
                 model=model, upsample=upsample, found_by=found_by)
 
 
-def settle_landmarks(image: np.ndarray, landmarks: np.ndarray, rounds: int) -> tuple[np.ndarray, float]:
-    """Refit ``rounds`` times, each from the box the last landmarks imply; returns the landmarks
-    and how far the last refit moved them (mean, of the eye distance; inf without a refit)."""
+def settle_landmarks(image: np.ndarray, landmarks: np.ndarray, rounds: int,
+                     settled: float = 0.0) -> tuple[np.ndarray, float]:
+    """Refit up to ``rounds`` times, each from the box the last landmarks imply, stopping once a
+    refit moves them less than ``settled`` (of the eye distance; each refit is a shape fit);
+    returns the landmarks and how far the last refit moved them (mean, of the eye distance;
+    inf without a refit)."""
     lm, drift = landmarks, float("inf")
     for _ in range(max(0, rounds)):
         refit = landmarks_for_box(image, box_from_landmarks(lm))
         drift = float(np.linalg.norm(refit - lm, axis=1).mean()) / _eye_distance(refit)
         lm = refit
+        if drift < settled:
+            break
     return lm, drift
 
 
@@ -626,11 +631,7 @@ def _verify_quick(image: np.ndarray, faces: list[Face]) -> tuple[list[Face], lis
         if reason is not None:
             rejected.append((face, reason))
             continue
-        lm, drift = face.landmarks, float("inf")
-        for _ in range(CROP_FIT_ROUNDS - 1):
-            lm, drift = settle_landmarks(image, lm, 1)
-            if drift < CONFIDENT_DRIFT:
-                break
+        lm, drift = settle_landmarks(image, face.landmarks, CROP_FIT_ROUNDS - 1, settled=CONFIDENT_DRIFT)
         if drift >= QUICK_MAX_DRIFT or shape_reason(lm) is not None:
             continue
         skin, eyes = face_evidence(image, lm)
