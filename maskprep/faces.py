@@ -725,8 +725,8 @@ def other_faces_plan(height: int, width: int, face_side: float, upsample: int | 
         return passes[0], max_side
     zoom = min(scale * 2 ** passes[0], HOG_WINDOW / max(min_size, OTHER_FACE_SHARE * face_side, 1.0))
     if zoom > 1.0:   # dlib's upsampling doubles: search a copy zoom / 2 of the photo, upsampled once
-        return 1, min(longer, int(round(longer * zoom / 2)))
-    return 0, int(round(longer * zoom))
+        return 1, max(1, min(longer, int(round(longer * zoom / 2))))
+    return 0, max(1, int(round(longer * zoom)))
 
 
 def _other_faces(image: np.ndarray, quick: list[Face], min_score: float, upsample: int | None,
