@@ -652,7 +652,8 @@ def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT
 
     1. A crop-shaped image (HOG only) gets the :func:`quick_look`: faces filling most of it. One
        found ends the search in a crop up to CROP_NO_SEARCH_SIDE px or where it dominates the
-       image; otherwise the search (3.) adds the other faces.
+       image; otherwise HOG adds the other faces, searched down to OTHER_FACE_SHARE of its size
+       (and ``min_size``) only (:func:`other_faces_plan`: a coarser copy than the full search's).
     2. Nothing there in a small crop (<= CROP_FAST_SIDE px): it is fitted as a face crop
        (:func:`fit_crop`); a confident fit (settled, or plausible and confirmed by
        :func:`hog_check`) is the face. Crops up to CROP_NO_SEARCH_SIDE px skip the full search
