@@ -210,6 +210,33 @@ def test_a_face_filling_the_quick_look_does_not_hide_a_smaller_face_beside_it():
     assert found[1].box[0] >= 440     # the small face, right of the big one
 
 
+def test_beside_a_quick_look_face_other_faces_are_searched_on_a_coarser_copy(monkeypatch):
+    """A 320x428 crop whose quick-look face (~200 px) leaves room for another face: the photo is
+    still searched, but with HOG's window at OTHER_FACE_SHARE of that face, not at upsample 1 on
+    the whole photo (4x its pixels); the one face is the quick look's."""
+    import maskprep.faces as faces
+
+    image = read_image(require_shared("masks", "chandrikadeb7", "without_mask", "122.jpg"))
+    h, w = image.shape[:2]
+    passes = []
+    real = faces._run_detector
+
+    def recording(model, searched, up):
+        passes.append((searched.shape[0] * searched.shape[1] * 4 ** up, up))
+        return real(model, searched, up)
+
+    monkeypatch.setattr(faces, "_run_detector", recording)
+    search = find_faces(image, min_size=40)
+    assert [f.found_by for f in search.faces] == ["quick look"]
+    assert max(h, w) > faces.CROP_NO_SEARCH_SIDE and not faces._dominates(search.faces, h, w)
+    assert len(passes) == 1 and passes[0][0] < 0.5 * h * w * 4, passes
+    # the plan: never finer than the plain search's first pass, nor finer than min_size needs
+    assert faces.other_faces_plan(h, w, 100.0, min_size=40) == (1, max(h, w))
+    assert faces.other_faces_plan(h, w, 400.0, min_size=40) == (0, round(max(h, w) * 80 / 120))
+    assert faces.other_faces_plan(h, w, 400.0, min_size=160) == (0, round(max(h, w) * 80 / 160))
+    assert faces.other_faces_plan(h, w, 400.0, upsample=1) == (1, faces.DEFAULT_MAX_SIDE)
+
+
 def test_a_strip_thinner_than_the_cnn_accepts_has_no_face_rather_than_an_error():
     """A 2 px high strip reaches the CNN second opinion (a 1 px copy), which dlib refuses: it is
     an image without a face, for the default finder and for --model cnn alike."""
