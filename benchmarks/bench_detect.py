@@ -19,6 +19,7 @@ same network run in torch: CPU per call and detection-by-detection agreement.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -194,6 +195,11 @@ def cnn_section(shared: Path, crops_limit: int) -> None:
         for key, value in (("images", n), ("dets", dets), ("agree", agree), ("extra", extra),
                            ("identical", identical)):
             total[key] += value
+    # the one-off cost: every process that runs the CNN imports torch once (a forked worker too)
+    probe = "import time; t = time.process_time(); import torch; print(time.process_time() - t)"
+    once = float(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                check=True).stdout)
+    print(f"  once per process: import torch {1000 * once:.0f} CPU-ms (dlib's CNN: none, dlib is loaded anyway)")
     print(f"  agreement: {total['agree']}/{total['dets']} detections on {total['images']} images "
           f"(worst IoU {worst_iou:.3f}, worst confidence difference {worst_conf:.4f}); "
           f"{total['extra']} extra boxes; {total['identical']}/{total['images']} images identical "

@@ -223,6 +223,9 @@ def read_weights(path: str | Path) -> MmodWeights:
 
 #: pyramid_down<6>: each level is 5/6 of the one above, down to 5 rows.
 _PYRAMID_RATE = 5 / 6
+#: pyramid_down<6>::point_up multiplies by this double (6 / 5.0, not v * 6 / 5: boxes are rounded
+#: to whole pixels afterwards, and a half pixel either way must fall as it does in dlib)
+_UP_RATIO = 6 / 5.0
 _PYRAMID_MIN_ROWS = 5
 
 
@@ -363,7 +366,9 @@ def _net() -> _Net:
 # From the output map to boxes (loss_mmod's to_label)
 
 def _round(v: float) -> int:
-    return math.floor(v + 0.5)   # dlib's drectangle -> rectangle
+    """dlib's drectangle -> rectangle: halves away from zero (-4.5 -> -5), as std::round (a
+    floor(v + 0.5) put boxes cut by the left or top border 1 px off dlib's)."""
+    return int(math.copysign(math.floor(abs(v) + 0.5), v))
 
 
 def _nearest_level(rects: list[tuple[int, int, int, int]], x: float, y: float) -> int:
@@ -432,7 +437,7 @@ def detect(image: np.ndarray, upsample: int = 0,
         box = [x - half_w - rects[level][0], y - half_h - rects[level][1],
                x + half_w - rects[level][0], y + half_h - rects[level][1]]
         for _ in range(level):   # pyramid_down<6>::point_up, once per level
-            box = [v * 6 / 5 + 0.3 for v in box]
+            box = [v * _UP_RATIO + 0.3 for v in box]
         candidates.append((float(scores[r, c]), tuple(_round(v) for v in box)))
     candidates.sort(key=lambda d: -d[0])
     kept: list[tuple[float, tuple[int, ...]]] = []
