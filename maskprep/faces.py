@@ -155,7 +155,7 @@ def detect_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAU
     """Find faces in an RGB (or gray) uint8 image; return them largest first, with 68 landmarks.
 
     - ``model``: ``"hog"`` (dlib's HOG detector, fast) or ``"cnn"`` (dlib's mmod CNN: finds turned and
-      dim faces HOG misses, but about 100x slower on CPU).
+      dim faces HOG misses, but about 10x slower on CPU, run in torch: maskprep.mmod).
     - ``min_score``: detections scoring below it are dropped. The default keeps false positives out
       (a suit patch in the astronaut photo scores about 0) and real faces in (0.3 and up; masked
       faces in a crowd from about 0.25).
