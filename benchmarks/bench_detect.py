@@ -134,6 +134,10 @@ def _second_opinion_copy(image: np.ndarray) -> np.ndarray:
     return seen[0]
 
 
+def _rounded(dets) -> list:
+    return [(tuple(b), round(s, 3)) for b, s in dets]
+
+
 def _iou(a, b) -> float:
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -159,7 +163,8 @@ def cnn_section(shared: Path, crops_limit: int) -> None:
     for p in photos:   # whole photos with several smaller faces: a 400 px copy, as --model cnn sees
         image = read_image(p)
         k = 400 / max(image.shape[:2])
-        scenes.append(cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA) if k < 1 else image)
+        scenes.append(cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+                      if k < 1 else image)
     sets["faces/ photos, <= 400 px"] = scenes
     faces._dlib_cnn(sets["faces/ photos, <= 400 px"][0], 0)   # load both before timing
     mmod.detect(sets["faces/ photos, <= 400 px"][0])
@@ -176,7 +181,7 @@ def cnn_section(shared: Path, crops_limit: int) -> None:
             start = time.process_time()
             ours = mmod.detect(image)
             cpu["torch"] += time.process_time() - start
-            identical += [(tuple(b), round(s, 3)) for b, s in ref] == [(tuple(b), round(s, 3)) for b, s in ours]
+            identical += _rounded(ref) == _rounded(ours)
             dets += len(ref)
             for box, score in ref:
                 best = max(ours, key=lambda d: _iou(box, d[0]), default=None)
@@ -199,7 +204,8 @@ def cnn_section(shared: Path, crops_limit: int) -> None:
     probe = "import time; t = time.process_time(); import torch; print(time.process_time() - t)"
     once = float(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                                 check=True).stdout)
-    print(f"  once per process: import torch {1000 * once:.0f} CPU-ms (dlib's CNN: none, dlib is loaded anyway)")
+    print(f"  once per process: import torch {1000 * once:.0f} CPU-ms "
+          "(dlib's CNN: none, dlib is loaded anyway)")
     print(f"  agreement: {total['agree']}/{total['dets']} detections on {total['images']} images "
           f"(worst IoU {worst_iou:.3f}, worst confidence difference {worst_conf:.4f}); "
           f"{total['extra']} extra boxes; {total['identical']}/{total['images']} images identical "

@@ -63,8 +63,10 @@ def test_the_cnn_runs_in_torch_by_default_on_one_thread_and_dlibs_on_request(mon
 
     threads_inside = []
     scores = mmod._Net.scores
-    monkeypatch.setattr(mmod._Net, "scores",
-                        lambda self, im: threads_inside.append(torch.get_num_threads()) or scores(self, im))
+    def counting(self, im):
+        threads_inside.append(torch.get_num_threads())
+        return scores(self, im)
+    monkeypatch.setattr(mmod._Net, "scores", counting)
     before = torch.get_num_threads()
     monkeypatch.delenv("MASKPREP_CNN", raising=False)
     monkeypatch.setattr(faces, "_dlib_cnn", lambda *a: pytest.fail("dlib's CNN ran"))
