@@ -317,6 +317,17 @@ class _Net:
                 scale, offset = scale * s, offset * s - p + k // 2
         self.cell_scale, self.cell_offset = scale, offset
 
+    def fits(self, rows: int, cols: int) -> bool:
+        """Whether a tiled image this size leaves every convolution an output (an image thinner
+        than ~7 px does not: it holds no face the 80 px window could see anyway)."""
+        for layer in self.weights.layers:
+            if isinstance(layer, _Conv):
+                k, s, p = layer.weight.shape[-1], layer.stride[0], layer.padding[0]
+                rows, cols = (rows + 2 * p - k) // s + 1, (cols + 2 * p - k) // s + 1
+                if rows < 1 or cols < 1:
+                    return False
+        return True
+
     def scores(self, image: np.ndarray) -> tuple[np.ndarray, list[Rect]]:
         """The network's output map for an HxWx3 uint8 RGB image, and the pyramid's level rects."""
         import torch
@@ -325,6 +336,8 @@ class _Net:
         h, w = image.shape[:2]
         wt = self.weights
         rects, rows, cols = pyramid_rects(h, w, wt.pyramid_padding, wt.pyramid_outer_padding)
+        if not self.fits(rows, cols):
+            return np.zeros((0, 0), np.float32), rects
         with torch.inference_mode():
             # built channels-last (rows x cols x 3 in memory), the layout the network runs in
             tiled = torch.zeros((1, rows, cols, 3), dtype=torch.float32).permute(0, 3, 1, 2)

@@ -56,6 +56,14 @@ def test_an_image_without_a_face_gives_nothing():
         assert found == [], name
 
 
+def test_a_strip_too_thin_for_a_face_gives_nothing_not_an_error_or_garbage():
+    """dlib's own CNN raises on an 8x8 image and kills the process (segmentation fault) on a
+    400x8 strip, which faces.CNN_MIN_SIDE lets through; the torch detector finds nothing."""
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1, 3), (6, 300, 3), (8, 8, 3), (400, 8, 3), (9, 2000, 3)]:
+        assert mmod.detect(rng.integers(0, 256, shape, dtype=np.uint8)) == [], shape
+
+
 def test_the_cnn_runs_in_torch_by_default_on_one_thread_and_dlibs_on_request(monkeypatch):
     crop = _shrunk(read_image(require_shared("masks", "chandrikadeb7", "without_mask",
                                              "0_0_anhu_0020.jpg")), 140)
