@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_detect.py [--data ../shared/data/faces/identities] [--repeat 2]
     .venv/bin/python benchmarks/bench_detect.py --only-sets --shared ../shared/data --crops-limit 300
+    .venv/bin/python benchmarks/bench_detect.py --only-cnn --shared ../shared/data --crops-limit 200
 
 The baseline is what face_recognition and MaskTheFace do: dlib's HOG detector on the full RGB photo
 at upsample 1 (dlib's own threshold, 0), then the 68 landmarks in each box. It is compared with
@@ -11,10 +12,14 @@ comes from the smaller search alone. All run in the same process on the same dec
 background load hits them alike; each photo's time is the best of --repeat runs. Prints images per
 second, the speed ratio (target: at least 5x) and whether the same faces are found (a face matches
 when each box's centre lies in the other box).
+
+The CNN section (``--only-cnn``) compares dlib's mmod face detector with ``maskprep.mmod``, the
+same network run in torch: CPU per call and detection-by-detection agreement.
 """
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -114,6 +119,99 @@ def face_sets_section(shared: Path, crops_limit: int) -> None:
               + f"), {1000 * cpu / len(crops):.1f} CPU-ms/crop to find them")
 
 
+def _second_opinion_copy(image: np.ndarray) -> np.ndarray:
+    """The copy faces._second_opinion hands the CNN (recorded from the call itself, so the
+    comparison sees exactly what the stages do)."""
+    from maskprep import faces
+
+    seen: list[np.ndarray] = []
+    run = faces._run_detector
+    faces._run_detector = lambda model, small, up: seen.append(small) or []
+    try:
+        faces._second_opinion(image)
+    finally:
+        faces._run_detector = run
+    return seen[0]
+
+
+def _rounded(dets) -> list:
+    return [(tuple(b), round(s, 3)) for b, s in dets]
+
+
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def cnn_section(shared: Path, crops_limit: int) -> None:
+    """maskprep.mmod (dlib's CNN face detector in torch) against dlib's own: CPU per call on the
+    second opinion's 140 px copy, and whether every detection agrees (box IoU >= 0.8, confidence
+    within 0.05; an extra box only counts at or above SECOND_OPINION_MIN_SCORE). Both run
+    interleaved image by image, in this process, on one thread."""
+    from maskprep import faces, mmod
+
+    crops = list_images(shared / "masks" / "chandrikadeb7" / "without_mask")
+    if crops_limit and crops_limit < len(crops):
+        crops = [crops[int(k * len(crops) / crops_limit)] for k in range(crops_limit)]
+    photos = [p for p in list_images(shared / "faces")]
+    sets = {"chandrikadeb7 crops, 140 px copy": [_second_opinion_copy(read_image(p)) for p in crops],
+            "faces/ photos, 140 px copy": [_second_opinion_copy(read_image(p)) for p in photos]}
+    scenes = []
+    for p in photos:   # whole photos with several smaller faces: a 400 px copy, as --model cnn sees
+        image = read_image(p)
+        k = 400 / max(image.shape[:2])
+        scenes.append(cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+                      if k < 1 else image)
+    sets["faces/ photos, <= 400 px"] = scenes
+    faces._dlib_cnn(sets["faces/ photos, <= 400 px"][0], 0)   # load both before timing
+    mmod.detect(sets["faces/ photos, <= 400 px"][0])
+    print("\nCNN face detector (mmod): dlib's vs maskprep.mmod (torch), one thread, same images")
+    total = {"images": 0, "dets": 0, "agree": 0, "extra": 0, "identical": 0}
+    worst_conf, worst_iou = 0.0, 1.0
+    for label, images in sets.items():
+        cpu = {"dlib": 0.0, "torch": 0.0}
+        dets = agree = extra = identical = 0
+        for image in images:
+            start = time.process_time()
+            ref = faces._dlib_cnn(image, 0)
+            cpu["dlib"] += time.process_time() - start
+            start = time.process_time()
+            ours = mmod.detect(image)
+            cpu["torch"] += time.process_time() - start
+            identical += _rounded(ref) == _rounded(ours)
+            dets += len(ref)
+            for box, score in ref:
+                best = max(ours, key=lambda d: _iou(box, d[0]), default=None)
+                if best is None:
+                    continue
+                iou, diff = _iou(box, best[0]), abs(best[1] - score)
+                worst_iou, worst_conf = min(worst_iou, iou), max(worst_conf, diff)
+                agree += iou >= 0.8 and diff <= 0.05
+            extra += sum(1 for box, score in ours if score >= faces.SECOND_OPINION_MIN_SCORE
+                         and not any(_iou(box, b) >= 0.8 for b, _ in ref))
+        n = len(images)
+        print(f"  {label} ({n} images): dlib {1000 * cpu['dlib'] / n:.1f} CPU-ms/call, torch "
+              f"{1000 * cpu['torch'] / n:.1f} ({cpu['dlib'] / cpu['torch']:.1f}x less); "
+              f"{agree}/{dets} dlib detections matched, {extra} extra >= "
+              f"{faces.SECOND_OPINION_MIN_SCORE}, {identical}/{n} images with identical output")
+        for key, value in (("images", n), ("dets", dets), ("agree", agree), ("extra", extra),
+                           ("identical", identical)):
+            total[key] += value
+    # the one-off cost: every process that runs the CNN imports torch once (a forked worker too)
+    probe = "import time; t = time.process_time(); import torch; print(time.process_time() - t)"
+    once = float(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                check=True).stdout)
+    print(f"  once per process: import torch {1000 * once:.0f} CPU-ms "
+          "(dlib's CNN: none, dlib is loaded anyway)")
+    print(f"  agreement: {total['agree']}/{total['dets']} detections on {total['images']} images "
+          f"(worst IoU {worst_iou:.3f}, worst confidence difference {worst_conf:.4f}); "
+          f"{total['extra']} extra boxes; {total['identical']}/{total['images']} images identical "
+          f"(boxes, confidences to 0.001)")
+
+
 def _center_inside(box, other) -> bool:
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     return other[0] <= cx <= other[2] and other[1] <= cy <= other[3]
@@ -127,9 +225,14 @@ def main() -> int:
                         help="the shared data folder (for the face-set section)")
     parser.add_argument("--crops-limit", type=int, default=300, help="crops in the coverage count (0 = all)")
     parser.add_argument("--only-sets", action="store_true", help="only recall / false faces / coverage")
+    parser.add_argument("--only-cnn", action="store_true",
+                        help="only the CNN section: dlib's mmod detector vs maskprep.mmod (torch)")
     args = parser.parse_args()
     if args.only_sets:
         face_sets_section(args.shared, args.crops_limit)
+        return 0
+    if args.only_cnn:
+        cnn_section(args.shared, args.crops_limit)
         return 0
     if not args.data.is_dir():
         print(f"no photos at {args.data}: pass --data", file=sys.stderr)
@@ -178,6 +281,7 @@ def main() -> int:
     print("same faces found: " + ("yes" if not mismatches else "NO\n  " + "\n  ".join(mismatches)))
     if args.shared.is_dir():
         face_sets_section(args.shared, args.crops_limit)
+        cnn_section(args.shared, args.crops_limit)
     return 0
 
 

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from maskprep import mmod
+
 #: HOG decision value below which a detection is dropped (HOG runs on the luminance, see
 #: ``detect_faces``). Measured: scikit-image's astronaut has its face at 1.04 and the suit patches
 #: at -0.01 and -0.23 (upsample 1; in RGB, as in the issue, 1.16, 0.12 and -0.15); no detection off
@@ -117,6 +119,14 @@ def _run_detector(model: str, image: np.ndarray, upsample: int) -> list[tuple[tu
                 for r, s in zip(rects, scores)]
     if min(image.shape[:2]) < CNN_MIN_SIDE:
         return []   # dlib's CNN raises on such a strip; it holds no face it could find anyway
+    if os.environ.get("MASKPREP_CNN") == "dlib":
+        return _dlib_cnn(image, upsample)
+    # the same network and weights run in torch: the same boxes, ~10x less CPU (dlib-bin has no BLAS)
+    return mmod.detect(image, upsample)
+
+
+def _dlib_cnn(image: np.ndarray, upsample: int) -> list[tuple[tuple[float, ...], float]]:
+    """dlib's own CNN (MASKPREP_CNN=dlib): the reference maskprep.mmod is checked against."""
     dets = _model("cnn")(image, upsample)
     return [((d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1), float(d.confidence))
             for d in dets]
@@ -145,7 +155,7 @@ def detect_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAU
     """Find faces in an RGB (or gray) uint8 image; return them largest first, with 68 landmarks.
 
     - ``model``: ``"hog"`` (dlib's HOG detector, fast) or ``"cnn"`` (dlib's mmod CNN: finds turned and
-      dim faces HOG misses, but about 100x slower on CPU).
+      dim faces HOG misses, but about 10x slower on CPU, run in torch: maskprep.mmod).
     - ``min_score``: detections scoring below it are dropped. The default keeps false positives out
       (a suit patch in the astronaut photo scores about 0) and real faces in (0.3 and up; masked
       faces in a crowd from about 0.25).

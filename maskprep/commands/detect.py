@@ -34,8 +34,8 @@ def _parse_upsample(ctx: click.Context, param: click.Parameter, value: str) -> i
 @click.argument("output_dir", metavar="OUT", type=click.Path(path_type=Path))
 @click.option("--model", type=click.Choice(MODELS), default="hog", show_default=True,
               help="Face detector: hog (dlib HOG, fast: ~0.1 s per photo on one core) or cnn (dlib's "
-                   "mmod CNN: also finds turned, dim and partly covered faces, but about 100x "
-                   "slower on CPU; --min-score then applies to its confidence). Tight face crops "
+                   "mmod CNN in torch: also finds turned, dim and partly covered faces, but about "
+                   "10x slower on CPU; --min-score then applies to its confidence). Tight face crops "
                    "need neither: with hog a quick look (HOG once on a small padded copy) and a "
                    "crop fit find most of them in a few ms, and small images still without a "
                    "face get the CNN's second opinion on a 140 px copy.")
