@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from maskprep.masks.render import luminance, quantile
+from maskprep.masks.render import luminance, quantile, quantiles
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1
     # white balance and white level from the photo's brightest pixels
     sample = _sample(image).reshape(-1, 3).astype(np.float32)
     slum = luminance(sample)
-    p97, p995 = quantile(slum, 0.97), quantile(slum, 0.995)
+    p97, p995 = quantiles(slum, (0.97, 0.995))
     bright = slum >= p97
     mean = sample[bright].mean(axis=0)
     gains = mean / max(float(luminance(mean)), 1.0)
@@ -146,8 +146,11 @@ def tone(values: np.ndarray, knee: float = 0.88, top: float = 255.0) -> np.ndarr
     white). Same shape and dtype as ``values``."""
     k = knee * top
     room = top - k
-    over = np.maximum(values - k, 0.0)
-    return np.where(values > k, k + room * (1.0 - np.exp(-over / room)), values).astype(values.dtype)
+    out = values.copy()
+    over = values > k   # only the few highlights pay for the exponential
+    if over.any():
+        out[over] = k + room * (1.0 - np.exp(-(values[over] - k) / room))
+    return out
 
 
 def shade(normal: np.ndarray, light: Light) -> np.ndarray:
