@@ -57,8 +57,10 @@ def apply_camera(rgb: np.ndarray, alphas: list[np.ndarray], d: dict) -> tuple[np
     The grain and JPEG touch only the mask's colour, never the face: blending stays a convex mix."""
     out = rgb
     if d["blur"] > 0.1:   # a soft photo has soft mask edges and seams too
-        out = cv2.GaussianBlur(out, (0, 0), d["blur"])
-        alphas = [np.clip(cv2.GaussianBlur(a, (0, 0), d["blur"]), 0, 1) for a in alphas]
+        # colour and alphas blurred together: one pass of the filter over a stacked array
+        both = cv2.GaussianBlur(np.dstack([out, *alphas]), (0, 0), d["blur"])
+        out = both[..., :3]
+        alphas = [np.clip(both[..., 3 + k], 0, 1) for k in range(len(alphas))]
     if d["grain"] > 0.2:
         noise = surface.white_noise(out.shape[:2], d["grain_seed"])
         out = out + noise[..., None] * d["grain"]

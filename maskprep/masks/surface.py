@@ -185,25 +185,31 @@ def _form_grid(kind: str, d: dict[str, Any], width_px: float) -> np.ndarray:
     return h.astype(np.float32)
 
 
+_PLEAT_T = np.linspace(0.0, 1.0, 512)
+_PLEAT_U = np.linspace(-1.0, 1.0, 48)
+
+
+# The parts of the pleat table no draw changes (bound tape, nose wire, the pleats' taper at the
+# sides), computed once per process
+_PLEAT_TAPE = 0.004 * _smoothstep(np.minimum(_PLEAT_T, 1 - _PLEAT_T) / 0.06) - 0.004
+_PLEAT_WIRE = (0.005 * np.exp(-((_PLEAT_T - 0.03) / 0.014) ** 2)
+               - 0.006 * np.exp(-((_PLEAT_T - 0.075) / 0.02) ** 2))
+_PLEAT_TAPER = 1 - _smoothstep((np.abs(_PLEAT_U) - 0.86) / 0.14) * 0.7
+_PLEAT_FIXED = _PLEAT_TAPE[:, None] + np.outer(_PLEAT_WIRE, np.abs(_PLEAT_U) < 0.4)
+
+
 def _pleat_table(d: dict[str, Any]) -> np.ndarray:
     """A surgical mask's pleats, tape and nose wire as heights (mask widths) on a 512 (v, 0..1) x
     48 (u, -1..1) table: a slow rise to each crease, then a sharp drop (lit band, dark crease);
     pleats pressed flat at the side tapes; the bound edge a flat tape, a crease under the wire."""
-    t = np.linspace(0.0, 1.0, 512)
-    us = np.linspace(-1.0, 1.0, 48)
-    prof = np.zeros_like(t)
+    t = _PLEAT_T[:, None]
     width = d["pleat_width"]
-    for pv in d["pleats"]:
-        x = (t - (pv - width)) / width      # 0..1 over the rise, the crease at 1
-        rise = _smoothstep(x) * (x < 1.0)
-        drop = np.exp(-np.clip(x - 1.0, 0, None) * 4.0) * (x >= 1.0)   # the crease: steep
-        prof += d["pleat_depth"] * (rise + drop * 0.999) * (x > 0)
-    tape = 0.004 * _smoothstep(np.minimum(t, 1 - t) / 0.06) - 0.004
-    # the nose wire: a round ridge inside the top tape, the fabric creased just under it
-    wire = 0.005 * np.exp(-((t - 0.03) / 0.014) ** 2) - 0.006 * np.exp(-((t - 0.075) / 0.02) ** 2)
-    taper = 1 - _smoothstep((np.abs(us) - 0.86) / 0.14) * 0.7
-    table = (np.outer(prof, taper) + tape[:, None] + np.outer(wire, np.abs(us) < 0.4))
-    return table.astype(np.float32)
+    # every pleat at once: 0..1 over its rise, the crease at 1
+    x = (t - (np.asarray(d["pleats"], np.float64)[None, :] - width)) / width
+    rise = _smoothstep(x) * (x < 1.0)
+    drop = np.exp(-np.clip(x - 1.0, 0, None) * 4.0) * (x >= 1.0)   # the crease: steep
+    prof = (d["pleat_depth"] * (rise + drop * 0.999) * (x > 0)).sum(axis=1)
+    return (np.outer(prof, _PLEAT_TAPER) + _PLEAT_FIXED).astype(np.float32)
 
 
 def height_field(kind: str, u: np.ndarray, v: np.ndarray, width_px: float,
