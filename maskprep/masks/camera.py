@@ -66,8 +66,8 @@ def apply_camera(rgb: np.ndarray, alphas: list[np.ndarray], d: dict) -> tuple[np
         out = out + noise[..., None] * d["grain"]
     out = np.clip(out, 0, 255)
     if d["jpeg"] and min(out.shape[:2]) >= 8:
-        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(np.rint(out[..., ::-1]).astype(np.uint8)),
-                               [cv2.IMWRITE_JPEG_QUALITY, int(d["jpeg"])])
+        bgr = cv2.cvtColor(np.rint(out).astype(np.uint8), cv2.COLOR_RGB2BGR)
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(d["jpeg"])])
         if ok:
-            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
-    return out.astype(np.float32), alphas
+            out = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return out.astype(np.float32, copy=False), alphas

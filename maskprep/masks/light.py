@@ -126,11 +126,11 @@ def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1
     diffuse = float(np.clip((0.2 + 0.8 * contrast) * strength, 0.15, 0.45))
 
     # white balance and white level from the photo's brightest pixels
-    sample = _sample(image).reshape(-1, 3).astype(np.float32)
+    sample = _sample(image)   # a strided view: only its brightest pixels are converted
     slum = luminance(sample)
     p97, p995 = quantiles(slum, (0.97, 0.995))
     bright = slum >= p97
-    mean = sample[bright].mean(axis=0)
+    mean = sample[bright].astype(np.float32).mean(axis=0)
     gains = mean / max(float(luminance(mean)), 1.0)
     gains = np.clip(1.0 + 0.5 * (gains - 1.0), 0.88, 1.12)   # whites are not always neutral
     photo_white = float(p995)
