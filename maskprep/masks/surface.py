@@ -13,6 +13,8 @@ from __future__ import annotations
 from statistics import NormalDist
 from typing import Any
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -131,35 +133,54 @@ def _folds(u: np.ndarray, v: np.ndarray, segs: list) -> np.ndarray:
 _U_RANGE, _V_RANGE = (-1.2, 1.2), (-0.2, 1.2)
 
 
+@functools.lru_cache(maxsize=32)
+def _form_basis(gw: int, gh: int) -> dict[str, np.ndarray]:
+    """The parts of :func:`_form_grid` that depend on the grid's size only (the draws scale
+    them): computed once per process and size, read-only."""
+    u = np.linspace(*_U_RANGE, gw, dtype=np.float32)[None, :]
+    v = np.linspace(*_V_RANGE, gh, dtype=np.float32)[:, None]
+    uc, vc = np.clip(u, -1.0, 1.0), np.clip(v, 0.0, 1.0)
+    r2 = uc ** 2 + ((vc - 0.5) * 2) ** 2
+    b = {"u": u, "v": v, "uc": uc, "vc": vc, "dome_u": 1 - u ** 2,
+         "dome_v": np.exp(-((v - 0.5) / 0.42) ** 2), "u2": u ** 2,
+         "chin": np.clip(v - 0.7, 0, None) ** 2,
+         "kf94_seam": 1 - np.minimum(np.abs(uc) / 0.5, 1.0),
+         "kf94_flaps": 0.02 * _smoothstep((np.abs(uc) - 0.8) / 0.06),
+         "n95_cup": np.sqrt(np.clip(1 - 0.8 * r2, 0, None)),
+         "cloth_seam": (1 - np.minimum(np.abs(uc) / 0.7, 1.0)) ** 1.5,
+         "roll": (np.exp(-((vc - 0.04) / 0.045) ** 2) - 0.5 * np.exp(-((vc - 0.11) / 0.025) ** 2)),
+         "tent_u": np.clip(1 - np.abs(u) / 0.5, 0, None) ** 1.5,
+         "tent_v": 1 - _smoothstep(vc / 0.6)}
+    for a in b.values():
+        a.setflags(write=False)
+    return b
+
+
 def _form_grid(kind: str, d: dict[str, Any], width_px: float) -> np.ndarray:
     """The mask's smooth form (heights in mask widths) on a (u, v) grid: dome, cheek wrap, the turn
     under the chin, the type's broad folds, the nose tent and its creases, buckles and wrinkles."""
     gw = int(np.clip(width_px * 0.8, 80, 256))   # a crease (0.05 wide in u) spans >= 3 cells
     gh = int(gw * 0.6)
-    u = np.linspace(*_U_RANGE, gw, dtype=np.float32)[None, :]
-    v = np.linspace(*_V_RANGE, gh, dtype=np.float32)[:, None]
-    uc, vc = np.clip(u, -1.0, 1.0), np.clip(v, 0.0, 1.0)
-    h = (d["dome"] * (1 - u ** 2) * np.exp(-((v - 0.5) / 0.42) ** 2)
-         - d["wrap"] * u ** 2 - d["chin_wrap"] * np.clip(v - 0.7, 0, None) ** 2 / 0.09)
+    b = _form_basis(gw, gh)
+    uc, vc = b["uc"], b["vc"]
+    h = (d["dome"] * b["dome_u"] * b["dome_v"]
+         - d["wrap"] * b["u2"] - d["chin_wrap"] * b["chin"] / 0.09)
     if kind == "kf94":
         fold = d["fold"]
         h = h + d["fold_depth"] * (1 - np.abs(vc - fold) / max(fold, 1 - fold))
         below = _smoothstep((vc - fold) / 0.1)
-        h = h + d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.5, 1.0)) * below
-        h = h - 0.02 * _smoothstep((np.abs(uc) - 0.8) / 0.06)    # welded side flaps
+        h = h + d["seam_depth"] * b["kf94_seam"] * below
+        h = h - b["kf94_flaps"]    # welded side flaps
     elif kind == "n95":
-        r2 = uc ** 2 + ((vc - 0.5) * 2) ** 2
-        h = h + d["dome"] * np.sqrt(np.clip(1 - 0.8 * r2, 0, None))
+        h = h + d["dome"] * b["n95_cup"]
     elif kind == "cloth":
-        h = h + d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.7, 1.0)) ** 1.5
+        h = h + d["seam_depth"] * b["cloth_seam"]
     h = np.broadcast_to(h, (gh, gw)).astype(np.float32)
     if d.get("roll", 0) > 0:   # the rolled top edge: a tube along it, a dark fold under it
-        h = h + d["roll"] * (np.exp(-((vc - 0.04) / 0.045) ** 2)
-                             - 0.5 * np.exp(-((vc - 0.11) / 0.025) ** 2))
+        h = h + d["roll"] * b["roll"]
     if d.get("tent", 0) > 0:
         # the ridge down the nose bridge, falling off to the cheeks, fading below the nose
-        along = 1 - _smoothstep(vc / 0.6)
-        h = h + d["tent"] * np.clip(1 - np.abs(u) / 0.5, 0, None) ** 1.5 * along
+        h = h + d["tent"] * b["tent_u"] * b["tent_v"]
     h = np.ascontiguousarray(h, dtype=np.float32)
     # folds along segments, all in one pass: (a, b, height, width) each
     segs = []
