@@ -7,7 +7,6 @@ white object can be in this photo). ``shade`` lights a surface's normals with it
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 
 import cv2
@@ -69,7 +68,7 @@ def exposure_gain(image: np.ndarray, landmarks: np.ndarray) -> float:
     return float(np.clip(face_exposure(image, landmarks) / 215.0, 0.3, 1.12)) ** 0.9
 
 
-_MEASURED: dict[bytes, tuple[Light, float]] = {}   # per process: the last faces measured
+_MEASURED: dict[tuple, tuple[Light, float]] = {}   # per process: the last faces measured
 
 
 def estimate_light(image: np.ndarray, landmarks: np.ndarray, strength: float = 1.0) -> Light:
@@ -102,18 +101,15 @@ def _face_box(image: np.ndarray, lm: np.ndarray) -> tuple[int, int, int, int, in
     return int(x0), int(y0), int(x1), int(y1), max(1, int(max(x1 - x0, y1 - y0) // 40))
 
 
-def _light_key(image: np.ndarray, lm: np.ndarray) -> bytes | None:
-    """Every input of :func:`_measure_light`, hashed: the landmarks, the face samples and the
-    photo samples it reads."""
+def _light_key(image: np.ndarray, lm: np.ndarray) -> tuple | None:
+    """Every input of :func:`_measure_light` as bytes (an exact key, no hash to collide): the
+    landmarks, the face samples and the photo samples it reads."""
     box = _face_box(image, lm)
     if box is None:
         return None
     x0, y0, x1, y1, step = box
-    digest = hashlib.blake2b(lm.tobytes(), digest_size=16)
-    digest.update(np.ascontiguousarray(image[y0:y1:step, x0:x1:step]).data)
-    digest.update(np.ascontiguousarray(_sample(image)).data)
-    digest.update(repr(image.shape).encode())
-    return digest.digest()
+    return (lm.tobytes(), image.shape, image[y0:y1:step, x0:x1:step].tobytes(),
+            _sample(image).tobytes())
 
 
 def _measure_light(image: np.ndarray, lm: np.ndarray) -> tuple[Light, float]:
