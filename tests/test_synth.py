@@ -646,6 +646,29 @@ def test_a_surgical_mask_has_lighter_bound_edges(faces_by_photo, rel, monkeypatc
                                                                      sd["tape_light"])
 
 
+def test_a_faces_light_is_kept_for_its_next_masks_and_measured_again_when_its_pixels_change(
+        faces_by_photo):
+    """synth-masks draws several masks per face: the light measured on a face is kept for them,
+    but a face whose pixels changed (a darker photo here; an earlier mask composited over it in a
+    multi-face photo) is measured again, and each output's light strength still applies."""
+    from maskprep.masks import light
+
+    image, faces = faces_by_photo["barack_obama/obama.jpg"]
+    lm = faces[0]
+    light._MEASURED.clear()
+    first = light.estimate_light(image, lm, 1.0)
+    assert light.estimate_light(image.copy(), lm, 1.0) == first
+    _, directional = light._measure_light(image, lm)
+    for strength in (0.5, 1.25):
+        assert light.estimate_light(image, lm, strength).diffuse == \
+            float(np.clip(directional * strength, 0.15, 0.45))
+    darker = np.rint(image * 0.6).astype(np.uint8)
+    dark = light.estimate_light(darker, lm, 1.0)
+    assert dark.face < 0.7 * first.face and dark.white < first.white
+    light._MEASURED.clear()
+    assert light.estimate_light(darker, lm, 1.0) == dark   # what a fresh measurement gives
+
+
 @pytest.mark.parametrize("kind", ["white", "nonwoven", "meltblown", "knit"])
 def test_grain_and_fibres_are_fresh_for_every_mask(kind):
     """Two masks' grain or fibres never match after a shift (a model could learn the one texture

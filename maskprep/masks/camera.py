@@ -57,15 +57,17 @@ def apply_camera(rgb: np.ndarray, alphas: list[np.ndarray], d: dict) -> tuple[np
     The grain and JPEG touch only the mask's colour, never the face: blending stays a convex mix."""
     out = rgb
     if d["blur"] > 0.1:   # a soft photo has soft mask edges and seams too
-        out = cv2.GaussianBlur(out, (0, 0), d["blur"])
-        alphas = [np.clip(cv2.GaussianBlur(a, (0, 0), d["blur"]), 0, 1) for a in alphas]
+        # colour and alphas blurred together: one pass of the filter over a stacked array
+        both = cv2.GaussianBlur(np.dstack([out, *alphas]), (0, 0), d["blur"])
+        out = both[..., :3]
+        alphas = [np.clip(both[..., 3 + k], 0, 1) for k in range(len(alphas))]
     if d["grain"] > 0.2:
         noise = surface.white_noise(out.shape[:2], d["grain_seed"])
         out = out + noise[..., None] * d["grain"]
     out = np.clip(out, 0, 255)
     if d["jpeg"] and min(out.shape[:2]) >= 8:
-        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(np.rint(out[..., ::-1]).astype(np.uint8)),
-                               [cv2.IMWRITE_JPEG_QUALITY, int(d["jpeg"])])
+        bgr = cv2.cvtColor(np.rint(out).astype(np.uint8), cv2.COLOR_RGB2BGR)
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(d["jpeg"])])
         if ok:
-            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
-    return out.astype(np.float32), alphas
+            out = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return out.astype(np.float32, copy=False), alphas

@@ -32,10 +32,22 @@ BAND_FADE = 0.3                              # last share of a strap fading out 
 
 
 
+class _Streams(dict):
+    """One generator per layer name (``derive_seed`` of one seed), made when first asked for:
+    a stream a mask does not use (the print of a plain mask) costs nothing, and each stream's
+    draws are the same whether or not the others were made."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def __missing__(self, name: str) -> np.random.Generator:
+        self[name] = np.random.default_rng(derive_seed(self.seed, name))
+        return self[name]
+
+
 def _streams(rng: np.random.Generator) -> dict[str, np.random.Generator]:
-    seed = int(rng.integers(1 << 62))
-    return {name: np.random.default_rng(derive_seed(seed, name))
-            for name in ("geometry", "surface", "light", "camera", "print")}
+    return _Streams(int(rng.integers(1 << 62)))
 
 
 _UV: dict[tuple, np.ndarray] = {}   # per-process cache: the (u, v) maps of a template at one size
@@ -117,7 +129,8 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     params["loops"] = straps if loops_on else "hidden"
 
     # colour and print, flat in template space (the warp makes them follow the mask)
-    rgba = colored_rgba(template, color, pattern, streams["print"])
+    printed = color is not None or (pattern or "none") != "none"   # else the drawing as it is
+    rgba = colored_rgba(template, color, pattern, streams["print"] if printed else None)
     src = template.grid.astype(np.float32)
     target_w = float(np.hypot(*(dst[0, -1] - dst[0, 0])))
     scale = camera.render_scale(target_w)
@@ -171,7 +184,7 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
         map_x, map_y = map_x + dx * calm, map_y + dy * calm
     warped = cv2.remap(rgba, map_x, map_y, interpolation=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_REPLICATE)
-    alpha_t = warped[..., 3].astype(np.float32) * (inside / 255.0)
+    alpha_t = warped[..., 3] * (inside * np.float32(1 / 255.0))   # float32 from here on
     # a soft edge (a real mask's edge is never a cut-out): about 0.6 % of the mask's width
     # ... but never more than a pixel (a big, sharp face has crisp mask edges)
     body = feather(alpha_t, float(np.clip(0.006 * target_w, 0.45, 1.0)) * scale)
@@ -282,12 +295,13 @@ def render_layer(image: np.ndarray, landmarks: np.ndarray, template: MaskTemplat
     params["light"] = dict(light.as_params(), strength=round(strength, 3), shadow=round(strength_c, 3))
 
     # camera: highlights roll off towards 255 (a shoulder, not a hard clip)
-    out = np.clip(lightmod.tone(out), 0, 255).astype(np.float32)
+    out = np.clip(lightmod.tone(out), 0, 255)
     out, (alpha, body, shadow) = camera.downsample(out, [alpha, body, shadow], (w, h), scale)
     cd = camera.draw_camera(face, body, streams["camera"], realism)
     params["camera"] = dict(cd, scale=scale)
     if realism > 0:
         out, (alpha, body) = camera.apply_camera(out, [alpha, body], cd)
-    return MaskLayer(out.astype(np.float32), alpha.astype(np.float32), x0, y0,
-                     shadow=np.minimum(shadow, 1.0).astype(np.float32), cover=body.astype(np.float32),
-                     params=params), dst
+    f32 = np.float32
+    return MaskLayer(out.astype(f32, copy=False), alpha.astype(f32, copy=False), x0, y0,
+                     shadow=np.minimum(shadow, 1.0).astype(f32, copy=False),
+                     cover=body.astype(f32, copy=False), params=params), dst

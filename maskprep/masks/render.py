@@ -48,14 +48,21 @@ class MaskLayer:
 def quantile(values: np.ndarray, q: float) -> float:
     """``np.percentile(values, 100 * q)`` (linear interpolation, same result) by a partial sort:
     several times cheaper on the small arrays the render layers measure."""
+    return quantiles(values, (q,))[0]
+
+
+def quantiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """:func:`quantile` at each of ``qs`` from one partial sort (the same numbers)."""
     flat = np.asarray(values).ravel()
     if flat.size == 0:
         raise ValueError("quantile of an empty array")
-    pos = q * (flat.size - 1)
-    lo = int(np.floor(pos))
-    hi = min(lo + 1, flat.size - 1)
-    part = np.partition(flat, (lo, hi))
-    return float(part[lo] + (part[hi] - part[lo]) * (pos - lo))
+    spots = []
+    for q in qs:
+        pos = q * (flat.size - 1)
+        lo = int(np.floor(pos))
+        spots.append((lo, min(lo + 1, flat.size - 1), pos - lo))
+    part = np.partition(flat, sorted({k for lo, hi, _ in spots for k in (lo, hi)}))
+    return [float(part[lo] + (part[hi] - part[lo]) * f) for lo, hi, f in spots]
 
 
 @functools.lru_cache(maxsize=16)
@@ -102,6 +109,16 @@ COARSE_MAP_AREA = 40_000   # boxes at least this large get their maps every COAR
 COARSE_STEP = 2   # 4 left a jagged far side on turned heads (compressed columns)
 
 
+@functools.lru_cache(maxsize=64)
+def _pixel_centres(rows: int, cols: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) float32 planes of the render pixel each (coarse) sample sits on; read-only, kept per
+    process (a few sizes per template and face size)."""
+    ys, xs = np.mgrid[0:rows, 0:cols].astype(np.float32) * step + (step - 1) / 2.0
+    xs.setflags(write=False)
+    ys.setflags(write=False)
+    return xs, ys
+
+
 def mesh_maps(src_grid: np.ndarray, dst_grid: np.ndarray,
               box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The piecewise-affine map from ``dst_grid`` back to ``src_grid`` over the destination
@@ -138,13 +155,19 @@ def mesh_maps(src_grid: np.ndarray, dst_grid: np.ndarray,
     coeffs[1:] = maps.transpose(0, 2, 1).reshape(-1, 6)
     shift = 4
     pts = np.round((d_tri - offset) / step * (1 << shift)).astype(np.int32)
-    for k in np.nonzero(usable)[0]:
-        cv2.fillConvexPoly(ids, pts[k], int(k) + 1, lineType=cv2.LINE_8, shift=shift)
+    keep = np.nonzero(usable)[0]
+    for k, tri in zip((keep + 1).tolist(), pts[keep]):
+        cv2.fillConvexPoly(ids, tri, k, lineType=cv2.LINE_8, shift=shift)
 
-    ys, xs = np.mgrid[0:ch, 0:cw].astype(np.float32) * step + offset
-    c = coeffs[ids]
-    map_x = c[..., 0] * xs + c[..., 1] * ys + c[..., 2]
-    map_y = c[..., 3] * xs + c[..., 4] * ys + c[..., 5]
+    xs, ys = _pixel_centres(ch, cw, step)
+    if ids.dtype == np.uint8:   # each coefficient's plane by a table lookup: cheaper than indexing
+        table = np.zeros((6, 256), np.float32)
+        table[:, :len(coeffs)] = coeffs.T
+        c = [cv2.LUT(ids, table[k]) for k in range(6)]
+    else:
+        c = coeffs.T.copy()[:, ids]
+    map_x = c[0] * xs + c[1] * ys + c[2]
+    map_y = c[3] * xs + c[4] * ys + c[5]
     if step > 1:
         # an exact x``step`` linear resize puts coarse sample j back on pixel j*step + offset
         map_x = cv2.resize(map_x, (cw * step, ch * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
@@ -195,8 +218,8 @@ def feather(alpha: np.ndarray, sigma: float) -> np.ndarray:
 
 def composite(face: np.ndarray, mask_rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``a*mask + (1-a)*face`` rounded to uint8; every pixel stays between its two inputs."""
-    a = np.clip(alpha.astype(np.float32), 0.0, 1.0)[..., None]
-    out = a * mask_rgb.astype(np.float32) + (1.0 - a) * face.astype(np.float32)
+    a = np.clip(alpha.astype(np.float32, copy=False), 0.0, 1.0)[..., None]
+    out = a * mask_rgb.astype(np.float32, copy=False) + (1.0 - a) * face.astype(np.float32, copy=False)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

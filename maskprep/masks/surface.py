@@ -10,7 +10,10 @@ bend with the face), and their size is set in output pixels (a fibre is a fibre 
 """
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Any
+
+import functools
 
 import cv2
 import numpy as np
@@ -130,35 +133,54 @@ def _folds(u: np.ndarray, v: np.ndarray, segs: list) -> np.ndarray:
 _U_RANGE, _V_RANGE = (-1.2, 1.2), (-0.2, 1.2)
 
 
+@functools.lru_cache(maxsize=32)
+def _form_basis(gw: int, gh: int) -> dict[str, np.ndarray]:
+    """The parts of :func:`_form_grid` that depend on the grid's size only (the draws scale
+    them): computed once per process and size, read-only."""
+    u = np.linspace(*_U_RANGE, gw, dtype=np.float32)[None, :]
+    v = np.linspace(*_V_RANGE, gh, dtype=np.float32)[:, None]
+    uc, vc = np.clip(u, -1.0, 1.0), np.clip(v, 0.0, 1.0)
+    r2 = uc ** 2 + ((vc - 0.5) * 2) ** 2
+    b = {"u": u, "v": v, "uc": uc, "vc": vc, "dome_u": 1 - u ** 2,
+         "dome_v": np.exp(-((v - 0.5) / 0.42) ** 2), "u2": u ** 2,
+         "chin": np.clip(v - 0.7, 0, None) ** 2,
+         "kf94_seam": 1 - np.minimum(np.abs(uc) / 0.5, 1.0),
+         "kf94_flaps": 0.02 * _smoothstep((np.abs(uc) - 0.8) / 0.06),
+         "n95_cup": np.sqrt(np.clip(1 - 0.8 * r2, 0, None)),
+         "cloth_seam": (1 - np.minimum(np.abs(uc) / 0.7, 1.0)) ** 1.5,
+         "roll": (np.exp(-((vc - 0.04) / 0.045) ** 2) - 0.5 * np.exp(-((vc - 0.11) / 0.025) ** 2)),
+         "tent_u": np.clip(1 - np.abs(u) / 0.5, 0, None) ** 1.5,
+         "tent_v": 1 - _smoothstep(vc / 0.6)}
+    for a in b.values():
+        a.setflags(write=False)
+    return b
+
+
 def _form_grid(kind: str, d: dict[str, Any], width_px: float) -> np.ndarray:
     """The mask's smooth form (heights in mask widths) on a (u, v) grid: dome, cheek wrap, the turn
     under the chin, the type's broad folds, the nose tent and its creases, buckles and wrinkles."""
     gw = int(np.clip(width_px * 0.8, 80, 256))   # a crease (0.05 wide in u) spans >= 3 cells
     gh = int(gw * 0.6)
-    u = np.linspace(*_U_RANGE, gw, dtype=np.float32)[None, :]
-    v = np.linspace(*_V_RANGE, gh, dtype=np.float32)[:, None]
-    uc, vc = np.clip(u, -1.0, 1.0), np.clip(v, 0.0, 1.0)
-    h = (d["dome"] * (1 - u ** 2) * np.exp(-((v - 0.5) / 0.42) ** 2)
-         - d["wrap"] * u ** 2 - d["chin_wrap"] * np.clip(v - 0.7, 0, None) ** 2 / 0.09)
+    b = _form_basis(gw, gh)
+    uc, vc = b["uc"], b["vc"]
+    h = (d["dome"] * b["dome_u"] * b["dome_v"]
+         - d["wrap"] * b["u2"] - d["chin_wrap"] * b["chin"] / 0.09)
     if kind == "kf94":
         fold = d["fold"]
         h = h + d["fold_depth"] * (1 - np.abs(vc - fold) / max(fold, 1 - fold))
         below = _smoothstep((vc - fold) / 0.1)
-        h = h + d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.5, 1.0)) * below
-        h = h - 0.02 * _smoothstep((np.abs(uc) - 0.8) / 0.06)    # welded side flaps
+        h = h + d["seam_depth"] * b["kf94_seam"] * below
+        h = h - b["kf94_flaps"]    # welded side flaps
     elif kind == "n95":
-        r2 = uc ** 2 + ((vc - 0.5) * 2) ** 2
-        h = h + d["dome"] * np.sqrt(np.clip(1 - 0.8 * r2, 0, None))
+        h = h + d["dome"] * b["n95_cup"]
     elif kind == "cloth":
-        h = h + d["seam_depth"] * (1 - np.minimum(np.abs(uc) / 0.7, 1.0)) ** 1.5
+        h = h + d["seam_depth"] * b["cloth_seam"]
     h = np.broadcast_to(h, (gh, gw)).astype(np.float32)
     if d.get("roll", 0) > 0:   # the rolled top edge: a tube along it, a dark fold under it
-        h = h + d["roll"] * (np.exp(-((vc - 0.04) / 0.045) ** 2)
-                             - 0.5 * np.exp(-((vc - 0.11) / 0.025) ** 2))
+        h = h + d["roll"] * b["roll"]
     if d.get("tent", 0) > 0:
         # the ridge down the nose bridge, falling off to the cheeks, fading below the nose
-        along = 1 - _smoothstep(vc / 0.6)
-        h = h + d["tent"] * np.clip(1 - np.abs(u) / 0.5, 0, None) ** 1.5 * along
+        h = h + d["tent"] * b["tent_u"] * b["tent_v"]
     h = np.ascontiguousarray(h, dtype=np.float32)
     # folds along segments, all in one pass: (a, b, height, width) each
     segs = []
@@ -185,25 +207,31 @@ def _form_grid(kind: str, d: dict[str, Any], width_px: float) -> np.ndarray:
     return h.astype(np.float32)
 
 
+_PLEAT_T = np.linspace(0.0, 1.0, 512)
+_PLEAT_U = np.linspace(-1.0, 1.0, 48)
+
+
+# The parts of the pleat table no draw changes (bound tape, nose wire, the pleats' taper at the
+# sides), computed once per process
+_PLEAT_TAPE = 0.004 * _smoothstep(np.minimum(_PLEAT_T, 1 - _PLEAT_T) / 0.06) - 0.004
+_PLEAT_WIRE = (0.005 * np.exp(-((_PLEAT_T - 0.03) / 0.014) ** 2)
+               - 0.006 * np.exp(-((_PLEAT_T - 0.075) / 0.02) ** 2))
+_PLEAT_TAPER = 1 - _smoothstep((np.abs(_PLEAT_U) - 0.86) / 0.14) * 0.7
+_PLEAT_FIXED = _PLEAT_TAPE[:, None] + np.outer(_PLEAT_WIRE, np.abs(_PLEAT_U) < 0.4)
+
+
 def _pleat_table(d: dict[str, Any]) -> np.ndarray:
     """A surgical mask's pleats, tape and nose wire as heights (mask widths) on a 512 (v, 0..1) x
     48 (u, -1..1) table: a slow rise to each crease, then a sharp drop (lit band, dark crease);
     pleats pressed flat at the side tapes; the bound edge a flat tape, a crease under the wire."""
-    t = np.linspace(0.0, 1.0, 512)
-    us = np.linspace(-1.0, 1.0, 48)
-    prof = np.zeros_like(t)
+    t = _PLEAT_T[:, None]
     width = d["pleat_width"]
-    for pv in d["pleats"]:
-        x = (t - (pv - width)) / width      # 0..1 over the rise, the crease at 1
-        rise = _smoothstep(x) * (x < 1.0)
-        drop = np.exp(-np.clip(x - 1.0, 0, None) * 4.0) * (x >= 1.0)   # the crease: steep
-        prof += d["pleat_depth"] * (rise + drop * 0.999) * (x > 0)
-    tape = 0.004 * _smoothstep(np.minimum(t, 1 - t) / 0.06) - 0.004
-    # the nose wire: a round ridge inside the top tape, the fabric creased just under it
-    wire = 0.005 * np.exp(-((t - 0.03) / 0.014) ** 2) - 0.006 * np.exp(-((t - 0.075) / 0.02) ** 2)
-    taper = 1 - _smoothstep((np.abs(us) - 0.86) / 0.14) * 0.7
-    table = (np.outer(prof, taper) + tape[:, None] + np.outer(wire, np.abs(us) < 0.4))
-    return table.astype(np.float32)
+    # every pleat at once: 0..1 over its rise, the crease at 1
+    x = (t - (np.asarray(d["pleats"], np.float64)[None, :] - width)) / width
+    rise = _smoothstep(x) * (x < 1.0)
+    drop = np.exp(-np.clip(x - 1.0, 0, None) * 4.0) * (x >= 1.0)   # the crease: steep
+    prof = (d["pleat_depth"] * (rise + drop * 0.999) * (x > 0)).sum(axis=1)
+    return (np.outer(prof, _PLEAT_TAPER) + _PLEAT_FIXED).astype(np.float32)
 
 
 def height_field(kind: str, u: np.ndarray, v: np.ndarray, width_px: float,
@@ -256,6 +284,19 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / max(float(np.std(x)), 1e-6)
 
 
+# Unit normal noise by lookup: the normal distribution's quantiles at 256 evenly spaced levels
+# (scaled to unit std). A byte drawn per pixel and looked up costs a quarter of a standard_normal
+# draw; blurred into fibres, or added as camera grain of a level or two, it is the same noise.
+_NORMAL_LUT = np.array([NormalDist().inv_cdf((k + 0.5) / 256) for k in range(256)], np.float32)
+_NORMAL_LUT /= _NORMAL_LUT.std()
+
+
+def _normal(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Fresh unit normal noise of ``shape`` (float32) from ``rng`` (see ``_NORMAL_LUT``)."""
+    raw = np.frombuffer(rng.bytes(shape[0] * shape[1]), np.uint8).reshape(shape)
+    return cv2.LUT(raw, _NORMAL_LUT)
+
+
 def _noise_field(kind: str, scale: float, shape: tuple[int, int], seed: int) -> np.ndarray:
     """A ``shape`` texture of one material at one render scale (about unit std), drawn fresh from
     ``seed``: every output gets its own field, so no two masks share a grain that a model could
@@ -264,12 +305,12 @@ def _noise_field(kind: str, scale: float, shape: tuple[int, int], seed: int) -> 
     scale = max(0.25, float(scale))   # never a blur below a quarter pixel
     rng = np.random.default_rng(seed)
     if kind == "white":        # camera grain
-        return rng.standard_normal(shape, dtype=np.float32)
+        return _normal(rng, shape)
     pad = int(np.ceil(3 * 1.6 * scale)) + 1
     h, w = shape[0] + 2 * pad, shape[1] + 2 * pad
 
     def draw() -> np.ndarray:
-        return rng.standard_normal((h, w), dtype=np.float32)
+        return _normal(rng, (h, w))
 
     if kind == "nonwoven":     # short fibres: noise stretched along both directions
         a = cv2.GaussianBlur(draw(), (0, 0), sigmaX=1.6 * scale, sigmaY=0.45 * scale)
