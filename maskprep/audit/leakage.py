@@ -75,7 +75,7 @@ def masked_copy_pairs(entries: Sequence[FileEntry], linked: UnionFind,
     data = [e.align if e.ok else None for e in entries]
     for a, b, agreement, transform in augmented_masked_copies(
             data, splits, skip=lambda a, b: (min(a, b), max(a, b)) in seen or linked.find(a) == linked.find(b)):
-        out.append((a, b, agreement, {"method": "features", **transform}))
+        out.append((a, b, agreement, {"method": "features", **transform}))   # "landmarks" kept where set
     return sorted(out)
 
 
