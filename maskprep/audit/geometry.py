@@ -27,7 +27,7 @@ import numpy as np
 
 from maskprep.audit.hashing import MASK_REGION
 from maskprep.audit.pairs import cosine_pairs
-from maskprep.audit.upper_face import mirror_landmarks, upper_face_correlation, view_landmarks
+from maskprep.audit.upper_face import MIN_UPPER_AREA, lower_face_mask, mirror_landmarks, view_landmarks
 
 FRAME_SIDE = 32          # the square grey frame the grid is warped on
 DESC_SIDE = 16           # descriptor grid before the mask area is cut out
@@ -313,8 +313,8 @@ def confirm_by_landmarks(features: FeatureCache, landmarks: LandmarkCache, i: in
     va, vb = features.data[i].view, features.data[j].view
     view_a = np.ascontiguousarray(va[:, ::-1]) if mirrored else va
     # In both frames: only one face is masked, and its own landmarks are the less sure.
-    ncc = max(upper_face_correlation(view_a, vb, matrix, landmarks.get(j, False)),
-              upper_face_correlation(vb, view_a, cv2.invertAffineTransform(matrix), landmarks.get(i, mirrored)))
+    ncc = max(_upper_face_correlation(view_a, vb, matrix, landmarks.get(j, False)),
+              _upper_face_correlation(vb, view_a, cv2.invertAffineTransform(matrix), landmarks.get(i, mirrored)))
     if ncc < MIN_UPPER_CORRELATION:
         return None
     return _transform_record(mirrored, rotation, scale, n, matches, ncc)
@@ -330,23 +330,38 @@ def _usual_copy(n: int, matches: int, ncc: float) -> bool:
     return n >= WEAK_INLIERS or ncc >= MIN_CORRELATION_WEAK
 
 
-def aligned_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> float:
+def aligned_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, excluded: np.ndarray | None = None,
+                        min_share: float = 0.15, blur: tuple[int, float] = (5, 1.2), inset: bool = False) -> float:
     """Normalised correlation of ``b`` with ``a`` warped onto it by ``matrix`` (2x3, a -> b), over the
-    part of ``b`` that the warp covers and a mask leaves alone (outside the lower-central area)."""
+    part of ``b`` that the warp covers and a mask leaves alone: outside ``excluded`` (bool, ``b``'s
+    shape), by default the lower-central area (MASK_REGION). 0 when less than ``min_share`` of ``b``
+    is left. ``blur``: (kernel side, 0 = from sigma; sigma) of the light blur applied first;
+    ``inset``: leave out the warp's outermost pixel too."""
     h, w = b.shape
     warped = cv2.warpAffine(a.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR)
     covered = cv2.warpAffine(np.ones(a.shape, np.float32), matrix, (w, h), flags=cv2.INTER_NEAREST) > 0.5
-    x0, y0, x1, _ = MASK_REGION
-    covered[int(y0 * h):, int(x0 * w):int(np.ceil(x1 * w))] = False
-    if covered.sum() < 0.15 * h * w:
+    if inset:   # interpolation at the warp's edge mixes in the black outside
+        covered = cv2.erode(covered.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    if excluded is None:
+        x0, y0, x1, _ = MASK_REGION
+        covered[int(y0 * h):, int(x0 * w):int(np.ceil(x1 * w))] = False
+    else:
+        covered &= ~excluded
+    if covered.sum() < min_share * h * w:
         return 0.0
     # A light blur first: the copy may be blurred or re-encoded, and the features fit to a pixel or so.
-    x = cv2.GaussianBlur(warped, (5, 5), 1.2)[covered]
-    y = cv2.GaussianBlur(b.astype(np.float32), (5, 5), 1.2)[covered]
+    side, sigma = blur
+    x = cv2.GaussianBlur(warped, (side, side), sigma)[covered]
+    y = cv2.GaussianBlur(b.astype(np.float32), (side, side), sigma)[covered]
     x -= x.mean()
     y -= y.mean()
     return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-6))
 
+
+def _upper_face_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, landmarks_b: np.ndarray) -> float:
+    """:func:`aligned_correlation` outside the lower face of ``b`` that its landmarks place."""
+    return aligned_correlation(a, b, matrix, excluded=lower_face_mask(b.shape, landmarks_b),
+                               min_share=MIN_UPPER_AREA, blur=(0, 1.0), inset=True)
 
 
 def augmented_masked_copies(data: list[AlignData | None], splits: list[str], skip=None

@@ -1,5 +1,5 @@
-"""The part of a face a mask leaves alone, from dlib's 68 landmarks: the check for a face crop masked up to
-the eyes.
+"""Where a mask may sit on a face, from dlib's 68 landmarks: for the check of a face crop masked up to the
+eyes (:func:`maskprep.audit.geometry.confirm_by_landmarks`).
 
 A painted mask that reaches the eyes covers more than the fixed lower-central area
 (``hashing.MASK_REGION``) the other checks leave out, so two views of one photo, aligned, correlate
@@ -24,7 +24,7 @@ from maskprep import faces
 # of the landmarks is enough to use them on a mirrored view.
 LOWER_FACE = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 28, 40, 41, 46, 47)
 LOWER_FACE_GROW = 1.1       # the hull grown about its centre: straps and the mask's edge spill over
-MIN_UPPER_AREA = 0.2        # share of the view left to compare; less is too little to judge
+MIN_UPPER_AREA = 0.2        # share of a view left to compare outside the lower face; less is too little
 FIT_ROUNDS = 2              # refits of the face-crop fit (faces.settle_landmarks)
 
 
@@ -55,22 +55,3 @@ def lower_face_mask(shape: tuple[int, int], landmarks: np.ndarray) -> np.ndarray
     out = np.zeros(shape, np.uint8)
     cv2.fillConvexPoly(out, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
     return out > 0
-
-
-def upper_face_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, landmarks_b: np.ndarray) -> float:
-    """Normalised correlation of ``b`` with ``a`` warped onto it by ``matrix`` (2x3, a -> b), over the
-    part of ``b`` the warp covers outside ``b``'s lower face; 0 when less than MIN_UPPER_AREA is left."""
-    h, w = b.shape
-    warped = cv2.warpAffine(a.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR)
-    covered = cv2.warpAffine(np.ones(a.shape, np.float32), matrix, (w, h), flags=cv2.INTER_NEAREST) > 0.5
-    # one pixel in from the warp's edge: interpolation there mixes in the black outside
-    keep = cv2.erode(covered.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    keep &= ~lower_face_mask((h, w), landmarks_b)
-    if keep.sum() < MIN_UPPER_AREA * h * w:
-        return 0.0
-    # The same light blur as geometry.aligned_correlation: the copy may be blurred or re-encoded.
-    x = cv2.GaussianBlur(warped, (0, 0), 1.0)[keep]
-    y = cv2.GaussianBlur(b.astype(np.float32), (0, 0), 1.0)[keep]
-    x -= x.mean()
-    y -= y.mean()
-    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-6))
