@@ -749,3 +749,5 @@ def test_a_blurred_crop_masked_up_to_the_eyes_is_confirmed_by_its_upper_face_not
     # and not with the other photos of the same person (train)
     found = {(a, b): t for a, b, _, t in augmented_masked_copies(data, ["train", "test", "train", "train"])}
     assert set(found) == {(0, 1)} and found[(0, 1)]["method"] == "landmarks", found
+    from maskprep.audit.report import _pair_text   # the page says why
+    assert "the upper face correlates" in _pair_text({"agreement": 0.5, "transform": found[(0, 1)]})
