@@ -15,6 +15,10 @@ find it:
    masked copy when enough matches agree with one transform, that transform is one an augmentation
    makes (scale 0.7-1.45, rotation within 25 degrees), and the two pictures aligned by it correlate
    outside the mask area (the upper face, hair and background). The transform is reported with the pair.
+3. **A mask up to the eyes.** A pair those rules reject, whose matches still fit a plausible transform,
+   passes when the aligned views agree outside the lower face that dlib's landmarks place
+   (:func:`confirm_by_landmarks`, :mod:`maskprep.audit.upper_face`): the fixed mask area is too low
+   for such a mask.
 """
 from __future__ import annotations
 
