@@ -230,6 +230,13 @@ def bench_masked_copies(src: Path, count: int, workers: int, seed: int = 0) -> N
         print(f"  found {found}/{len(planted)} = {found / max(1, len(planted)):.1%} (bar >= 95 %) -> "
               f"{'PASS' if found >= 0.95 * len(planted) else 'SHORT'} ({len(want & masked)} as masked copies, "
               f"the rest as near/exact copies); other masked-copy pairs: {false}")
+        by_method: dict[str, int] = {}
+        for f in report.leakage:
+            for p in f["pairs"] if f["kind"] == "masked_copy" else []:
+                if frozenset((p["a"], p["b"])) in want:
+                    by_method[p["transform"]["method"]] = by_method.get(p["transform"]["method"], 0) + 1
+        print(f"  planted copies confirmed by method: {dict(sorted(by_method.items()))} (landmarks: the "
+              f"upper-face check for crops masked up to the eyes)")
         print(f"  candidate step (inverted-file index): {candidate_recall(report, want)} of the planted pairs "
               f"are candidates")
         print(f"  audit {seconds:.1f} s vs the b517bab audit {old:.1f} s on the same tree: {seconds / old:.2f}x "

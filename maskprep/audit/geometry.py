@@ -15,6 +15,10 @@ find it:
    masked copy when enough matches agree with one transform, that transform is one an augmentation
    makes (scale 0.7-1.45, rotation within 25 degrees), and the two pictures aligned by it correlate
    outside the mask area (the upper face, hair and background). The transform is reported with the pair.
+3. **A mask up to the eyes.** A pair those rules reject, whose matches still fit a plausible transform,
+   passes when the aligned views agree outside the lower face that dlib's landmarks place
+   (:func:`confirm_by_landmarks`, :mod:`maskprep.audit.upper_face`): the fixed mask area is too low
+   for such a mask.
 """
 from __future__ import annotations
 
@@ -27,13 +31,14 @@ import numpy as np
 
 from maskprep.audit.hashing import MASK_REGION
 from maskprep.audit.pairs import cosine_pairs
+from maskprep.audit.upper_face import MIN_UPPER_AREA, lower_face_mask, mirror_landmarks, view_landmarks
 
 FRAME_SIDE = 32          # the square grey frame the grid is warped on
 DESC_SIDE = 16           # descriptor grid before the mask area is cut out
 DESC_BOX = (0.15, 0.10, 0.85, 0.90)   # x0, y0, x1, y1 of the frame the descriptor covers
 VIEW_SIDE = 128          # longer side of the grey picture kept for feature matching
 GRID_ANGLES = (-18.0, -12.0, -6.0, 0.0, 6.0, 12.0, 18.0)
-GRID_SCALES = (0.84, 1.0, 1.19)
+GRID_SCALES = (0.8, 0.89, 1.0, 1.12, 1.25)
 CANDIDATE_SIMILARITY = 0.65   # cosine of descriptors; below it a masked copy is rare and candidates many
 CANDIDATES_PER_FILE = 6       # best candidates kept per file and direction
 INDEX_PROBES = 4              # cells of the inverted-file index each grid descriptor is compared with
@@ -58,6 +63,13 @@ FEW_INLIER_SHARE = 0.15       # share of the matches on the transform (the strip
 CONSISTENT_INLIERS = 10       # or most matches on one transform: a picture with few features left whose
 CONSISTENT_SHARE = 0.5        # matches mostly agree (different photos: 0.1-0.3 of 40-100 matches)
 MIN_CORRELATION_CONSISTENT = 0.85
+# A crop masked up to the eyes, where the mask covers more than the fixed mask area: a pair the rules above
+# reject passes when >= LANDMARK_INLIERS matches fit one plausible transform and the aligned views
+# correlate >= MIN_UPPER_CORRELATION outside the lower face that dlib's landmarks place (upper_face.py).
+# Measured on the rejected candidates of the benchmark's two trees: such copies 0.99-1.00, different
+# photos (of one person, too) at most 0.94.
+LANDMARK_INLIERS = 10
+MIN_UPPER_CORRELATION = 0.97
 
 
 @dataclass
@@ -176,6 +188,7 @@ class FeatureCache:
     def __init__(self, data: list[AlignData]):
         self.data = data
         self._cache: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray | None]] = {}
+        self.fits: dict[tuple[int, int, bool], Any] = {}   # feature_transform's fits
 
     def get(self, k: int, mirrored: bool) -> tuple[np.ndarray, np.ndarray | None]:
         key = (k, mirrored)
@@ -188,21 +201,33 @@ class FeatureCache:
         return self._cache[key]
 
 
-def confirm_pair(features: FeatureCache, i: int, j: int, mirrored: bool,
-                 min_inliers: int = MIN_INLIERS) -> dict[str, Any] | None:
-    """The similarity transform taking picture ``i`` (mirrored first when asked) onto picture ``j``, or
-    None when too few feature matches agree with one plausible transform.
+def feature_transform(features: FeatureCache, i: int, j: int, mirrored: bool, min_matches: int = MIN_INLIERS
+                      ) -> tuple[np.ndarray, int, int, float, float] | None:
+    """The RANSAC similarity transform of ORB matches from view ``i`` (mirrored first when asked) onto
+    view ``j``: ``(matrix, inliers, matches, scale, rotation)``, or None where either view has fewer
+    than ``min_matches`` features or they share fewer ratio-test matches. ``scale`` is in picture
+    units (the views were shrunk by different factors), ``rotation`` in degrees as the matrix has it.
+    Fitted once per (i, j, mirrored): the rules that judge a pair ask again."""
+    key = (i, j, mirrored)
+    if key not in features.fits:
+        features.fits[key] = _fit(features, i, j, mirrored)
+    fitted = features.fits[key]
+    if fitted is None or min(fitted[0]) < min_matches or fitted[1][2] < min_matches:
+        return None
+    return fitted[1]
 
-    Returned: ``mirrored``, ``rotation`` (degrees, counter-clockwise), ``scale`` (size of ``j``'s copy
-    of the scene relative to ``i``'s), ``inliers`` and ``matches``."""
+
+def _fit(features: FeatureCache, i: int, j: int, mirrored: bool):
+    """((features of i, of j), (matrix, inliers, matches, scale, rotation) or None) for feature_transform."""
     pa, da = features.get(i, mirrored)
     pb, db = features.get(j, False)
-    if da is None or db is None or len(da) < min_inliers or len(db) < min_inliers:
+    counts = (0 if da is None else len(da), 0 if db is None else len(db))
+    if da is None or db is None or min(counts) < 3:
         return None
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     good = [m[0] for m in matcher.knnMatch(da, db, k=2)
             if len(m) == 2 and m[0].distance < 0.85 * m[1].distance]
-    if len(good) < min_inliers:
+    if len(good) < 3:
         return None
     src = pa[[m.queryIdx for m in good]]
     dst = pb[[m.trainIdx for m in good]]
@@ -212,30 +237,91 @@ def confirm_pair(features: FeatureCache, i: int, j: int, mirrored: bool,
                                                   maxIters=500)
     if matrix is None:
         return None
-    n = int(inliers.sum())
     va, vb = features.data[i].view, features.data[j].view
-    # Scale in picture units: the views were shrunk by different factors.
     scale = float(np.hypot(matrix[0, 0], matrix[1, 0])) * max(va.shape) / max(vb.shape)
     rotation = float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
-    plausible = SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] and abs(rotation) <= MAX_ROTATION
-    share = n / len(good)
+    return counts, (matrix, int(inliers.sum()), len(good), scale, rotation)
+
+
+def _plausible(scale: float, rotation: float) -> bool:
+    """A transform an augmentation makes: scale SCALE_RANGE, rotation within MAX_ROTATION."""
+    return SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] and abs(rotation) <= MAX_ROTATION
+
+
+def _transform_record(mirrored: bool, rotation: float, scale: float, n: int, matches: int, ncc: float
+                      ) -> dict[str, Any]:
+    return {"mirrored": bool(mirrored), "rotation": round(-rotation, 1), "scale": round(1.0 / scale, 2),
+            "inliers": n, "matches": matches, "correlation": round(ncc, 3)}
+
+
+def confirm_pair(features: FeatureCache, i: int, j: int, mirrored: bool,
+                 min_inliers: int = MIN_INLIERS) -> dict[str, Any] | None:
+    """The similarity transform taking picture ``i`` (mirrored first when asked) onto picture ``j``, or
+    None when too few feature matches agree with one plausible transform.
+
+    Returned: ``mirrored``, ``rotation`` (degrees, counter-clockwise), ``scale`` (size of ``j``'s copy
+    of the scene relative to ``i``'s), ``inliers``, ``matches`` and ``correlation``."""
+    fitted = feature_transform(features, i, j, mirrored, min_inliers)
+    if fitted is None:
+        return None
+    matrix, n, matches, scale, rotation = fitted
+    share = n / matches
     few = n >= FEW_INLIERS and share >= FEW_INLIER_SHARE
     consistent = n >= CONSISTENT_INLIERS and share >= CONSISTENT_SHARE
     usual = n >= min_inliers and share >= MIN_INLIER_SHARE
-    if not plausible or not (usual or few or consistent):
+    if not _plausible(scale, rotation) or not (usual or few or consistent):
         return None
+    va, vb = features.data[i].view, features.data[j].view
     view_a = np.ascontiguousarray(va[:, ::-1]) if mirrored else va
     # Compared in both frames: the mask area sits where MASK_REGION says in the frame of the face that
     # was masked, and a little off it in the other one.
     ncc = max(aligned_correlation(view_a, vb, matrix),
               aligned_correlation(vb, view_a, cv2.invertAffineTransform(matrix)))
-    if not ((usual and _usual_copy(n, len(good), ncc))
+    if not ((usual and _usual_copy(n, matches, ncc))
             or (few and ncc >= MIN_CORRELATION_WEAK)
             or (consistent and ncc >= MIN_CORRELATION_CONSISTENT)):
         return None
-    return {"mirrored": bool(mirrored), "rotation": round(-rotation, 1), "scale": round(1.0 / scale, 2),
-            "inliers": n, "matches": len(good), "correlation": round(ncc, 3),
-            }
+    return _transform_record(mirrored, rotation, scale, n, matches, ncc)
+
+
+class LandmarkCache:
+    """dlib's 68 landmarks of each view (:func:`maskprep.audit.upper_face.view_landmarks`), fitted once
+    when first asked for; only the few pairs the feature rules reject and that fit a transform ask."""
+
+    def __init__(self, data: list[AlignData]):
+        self.data = data
+        self._cache: dict[int, np.ndarray] = {}
+
+    def get(self, k: int, mirrored: bool) -> np.ndarray:
+        if k not in self._cache:
+            self._cache[k] = view_landmarks(self.data[k].view)
+        lm = self._cache[k]
+        return mirror_landmarks(lm, self.data[k].view.shape[1]) if mirrored else lm
+
+
+def confirm_by_landmarks(features: FeatureCache, landmarks: LandmarkCache, i: int, j: int
+                         ) -> dict[str, Any] | None:
+    """A masked copy whose mask covers the face up to the eyes: the feature transform (either
+    orientation, the one more matches fit) aligns the views, and they must agree outside the lower
+    face that the landmarks of either view place. Returns :func:`confirm_pair`'s record with
+    ``correlation`` that agreement, or None."""
+    best = None
+    for mirrored in (False, True):
+        fitted = feature_transform(features, i, j, mirrored, LANDMARK_INLIERS)
+        if fitted is not None and _plausible(fitted[3], fitted[4]) and fitted[1] >= LANDMARK_INLIERS \
+                and (best is None or fitted[1] > best[1][1]):
+            best = (mirrored, fitted)
+    if best is None:
+        return None
+    mirrored, (matrix, n, matches, scale, rotation) = best
+    va, vb = features.data[i].view, features.data[j].view
+    view_a = np.ascontiguousarray(va[:, ::-1]) if mirrored else va
+    # In both frames: only one face is masked, and its own landmarks are the less sure.
+    ncc = max(_upper_face_correlation(view_a, vb, matrix, landmarks.get(j, False)),
+              _upper_face_correlation(vb, view_a, cv2.invertAffineTransform(matrix), landmarks.get(i, mirrored)))
+    if ncc < MIN_UPPER_CORRELATION:
+        return None
+    return _transform_record(mirrored, rotation, scale, n, matches, ncc)
 
 
 def _usual_copy(n: int, matches: int, ncc: float) -> bool:
@@ -248,23 +334,38 @@ def _usual_copy(n: int, matches: int, ncc: float) -> bool:
     return n >= WEAK_INLIERS or ncc >= MIN_CORRELATION_WEAK
 
 
-def aligned_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> float:
+def aligned_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, excluded: np.ndarray | None = None,
+                        min_share: float = 0.15, blur: tuple[int, float] = (5, 1.2), inset: bool = False) -> float:
     """Normalised correlation of ``b`` with ``a`` warped onto it by ``matrix`` (2x3, a -> b), over the
-    part of ``b`` that the warp covers and a mask leaves alone (outside the lower-central area)."""
+    part of ``b`` that the warp covers and a mask leaves alone: outside ``excluded`` (bool, ``b``'s
+    shape), by default the lower-central area (MASK_REGION). 0 when less than ``min_share`` of ``b``
+    is left. ``blur``: (kernel side, 0 = from sigma; sigma) of the light blur applied first;
+    ``inset``: leave out the warp's outermost pixel too."""
     h, w = b.shape
     warped = cv2.warpAffine(a.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR)
     covered = cv2.warpAffine(np.ones(a.shape, np.float32), matrix, (w, h), flags=cv2.INTER_NEAREST) > 0.5
-    x0, y0, x1, _ = MASK_REGION
-    covered[int(y0 * h):, int(x0 * w):int(np.ceil(x1 * w))] = False
-    if covered.sum() < 0.15 * h * w:
+    if inset:   # interpolation at the warp's edge mixes in the black outside
+        covered = cv2.erode(covered.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    if excluded is None:
+        x0, y0, x1, _ = MASK_REGION
+        covered[int(y0 * h):, int(x0 * w):int(np.ceil(x1 * w))] = False
+    else:
+        covered &= ~excluded
+    if covered.sum() < min_share * h * w:
         return 0.0
     # A light blur first: the copy may be blurred or re-encoded, and the features fit to a pixel or so.
-    x = cv2.GaussianBlur(warped, (5, 5), 1.2)[covered]
-    y = cv2.GaussianBlur(b.astype(np.float32), (5, 5), 1.2)[covered]
+    side, sigma = blur
+    x = cv2.GaussianBlur(warped, (side, side), sigma)[covered]
+    y = cv2.GaussianBlur(b.astype(np.float32), (side, side), sigma)[covered]
     x -= x.mean()
     y -= y.mean()
     return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-6))
 
+
+def _upper_face_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, landmarks_b: np.ndarray) -> float:
+    """:func:`aligned_correlation` outside the lower face of ``b`` that its landmarks place."""
+    return aligned_correlation(a, b, matrix, excluded=lower_face_mask(b.shape, landmarks_b),
+                               min_share=MIN_UPPER_AREA, blur=(0, 1.0), inset=True)
 
 
 def augmented_masked_copies(data: list[AlignData | None], splits: list[str], skip=None
@@ -280,6 +381,7 @@ def augmented_masked_copies(data: list[AlignData | None], splits: list[str], ski
     cands = candidate_pairs(sub, [splits[k] for k in idx])
     grid = grid_transforms()
     features = FeatureCache(sub)
+    landmarks = LandmarkCache(sub)
     found: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
     for (qi, tj), (_, v) in sorted(cands.items()):
         a, b = idx[qi], idx[tj]
@@ -288,6 +390,8 @@ def augmented_masked_copies(data: list[AlignData | None], splits: list[str], ski
             continue
         mirrored = grid[v][0]
         t = confirm_pair(features, qi, tj, mirrored) or confirm_pair(features, qi, tj, not mirrored)
+        if t is None and (t := confirm_by_landmarks(features, landmarks, qi, tj)) is not None:
+            t = {**t, "method": "landmarks"}
         if t is not None:
             found[key] = (round(t["inliers"] / t["matches"], 3), t)
     return [(a, b, ag, t) for (a, b), (ag, t) in sorted(found.items())]

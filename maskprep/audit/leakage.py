@@ -67,7 +67,8 @@ def masked_copy_pairs(entries: Sequence[FileEntry], linked: UnionFind,
     ``linked`` joins files already known to be copies (exact/near), which are not reported again.
     Pairs found on the thumbnails have ``transform`` ``{"method": "thumbnail", "mirrored"}`` and
     ``agreement`` the share of agreeing thumbnail pixels; pairs found under augmentation
-    :func:`maskprep.audit.geometry.confirm_pair`'s transform with ``"method": "features"``.
+    :func:`maskprep.audit.geometry.confirm_pair`'s transform with ``"method": "features"`` (or
+    ``"landmarks"`` where :func:`maskprep.audit.geometry.confirm_by_landmarks` confirmed it).
     """
     out = _thumbnail_masked_pairs(entries, linked, hash_threshold, min_agreement)
     seen = {(a, b) for a, b, _, _ in out}
@@ -75,7 +76,7 @@ def masked_copy_pairs(entries: Sequence[FileEntry], linked: UnionFind,
     data = [e.align if e.ok else None for e in entries]
     for a, b, agreement, transform in augmented_masked_copies(
             data, splits, skip=lambda a, b: (min(a, b), max(a, b)) in seen or linked.find(a) == linked.find(b)):
-        out.append((a, b, agreement, {"method": "features", **transform}))
+        out.append((a, b, agreement, {"method": "features", **transform}))   # a "landmarks" method stays
     return sorted(out)
 
 

@@ -172,8 +172,10 @@ def _pair_text(p: dict[str, Any]) -> str:
     if "agreement" in p:
         t = p.get("transform") or {}
         bits = [f"masked copy: agreement {p['agreement']:.0%}"]
-        if t.get("method") == "features":
+        if t.get("method") in ("features", "landmarks"):
             bits.append(f"{t['inliers']} of {t['matches']} feature matches fit one transform")
+        if t.get("method") == "landmarks":   # a mask up to the eyes: judged outside the lower face
+            bits.append(f"the upper face correlates {t['correlation']:.2f}")
         if t.get("mirrored"):
             bits.append("mirrored")
         if t.get("rotation"):
