@@ -334,12 +334,6 @@ CROP_NO_SEARCH_SIDE = 200
 #: ... "most of the image": the quick look's largest face box covers this share of its area (a
 #: tight crop: 0.4-1; a 600x440 photo with a second, smaller face beside a big one: 0.32).
 QUICK_DOMINANT_AREA = 0.4
-#: ... otherwise the photo is searched for the other faces, down to this share of the quick-look
-#: face's side (and ``min_size``): a copy scaled so that HOG's window is that size, not the full
-#: search (upsample 1 on a crop of 200-640 px). Measured on the 600x440 photo of the tests: the
-#: smaller face is 0.5 of the big one. On chandrikadeb7 crops over 200 px (a ~200 px face in 320x428)
-#: the search costs half as much (~22 CPU-ms against ~46 at upsample 1).
-OTHER_FACE_SHARE = 0.3
 
 
 @dataclass
@@ -663,8 +657,8 @@ def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT
 
     1. A crop-shaped image (HOG only) gets the :func:`quick_look`: faces filling most of it. One
        found ends the search in a crop up to CROP_NO_SEARCH_SIDE px or where it dominates the
-       image; otherwise HOG adds the other faces, searched down to OTHER_FACE_SHARE of its size
-       (and ``min_size``) only (:func:`other_faces_plan`: a coarser copy than the full search's).
+       image; otherwise HOG adds the other faces, down to ``min_size`` (:func:`other_faces_plan`:
+       the full search, or a coarser copy where ``min_size`` leaves HOG's smallest faces unused).
     2. Nothing there in a small crop (<= CROP_FAST_SIDE px): it is fitted as a face crop
        (:func:`fit_crop`); a confident fit (settled, or plausible and confirmed by
        :func:`hog_check`) is the face. Crops up to CROP_NO_SEARCH_SIDE px skip the full search
@@ -704,7 +698,7 @@ def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT
             second_opinion = second_opinion and (search or fit.reason is None)
     good = quick
     if search:
-        if quick:   # the faces beside the quick look's: no smaller than a share of it
+        if quick:   # the faces beside the quick look's (it is not fitted again)
             found = _other_faces(image, quick, min_score, upsample, max_side, min_size)
         else:
             found = detect_faces(image, model=model, min_score=min_score, upsample=upsample,
@@ -726,16 +720,18 @@ def find_faces(image: np.ndarray, model: str = "hog", min_score: float = DEFAULT
     return FaceSearch(_largest_first(good), rejected)
 
 
-def other_faces_plan(height: int, width: int, face_side: float, upsample: int | None = None,
-                     max_side: int = DEFAULT_MAX_SIDE, min_size: float = 0.0) -> tuple[int, int]:
-    """(upsample, max_side) of the search for the other faces of a photo that holds a face of
-    ``face_side`` px: HOG's window at max(``min_size``, OTHER_FACE_SHARE of that face), never
-    finer than :func:`search_plan`'s first pass. An explicit ``upsample`` is kept as it is."""
-    longer = max(height, width)
+def other_faces_plan(height: int, width: int, upsample: int | None = None,
+                     max_side: int = DEFAULT_MAX_SIDE, min_size: float = 0.0) -> tuple[int | None, int]:
+    """(upsample, max_side) of the search for the other faces of a photo where the quick look
+    found one: :func:`search_plan`'s (``upsample`` and ``max_side`` as given), unless ``min_size``
+    is larger than the smallest face its first pass sees; then a coarser copy, where HOG's window
+    is ``min_size``. Never coarser than ``min_size``: a face beside a big one is as wanted as a
+    face alone (a fixed share of the big face lost 50-65 px faces beside a 280 px one)."""
     scale, passes = search_plan(height, width, upsample, max_side)
-    if upsample is not None:
-        return passes[0], max_side
-    zoom = min(scale * 2 ** passes[0], HOG_WINDOW / max(min_size, OTHER_FACE_SHARE * face_side, 1.0))
+    zoom = HOG_WINDOW / max(min_size, 1.0)
+    if upsample is not None or zoom >= scale * 2 ** passes[0]:
+        return upsample, max_side   # the full search: every face it can see is wanted
+    longer = max(height, width)
     if zoom > 1.0:   # dlib's upsampling doubles: search a copy zoom / 2 of the photo, upsampled once
         return 1, max(1, min(longer, int(round(longer * zoom / 2))))
     return 0, max(1, int(round(longer * zoom)))
@@ -746,8 +742,7 @@ def _other_faces(image: np.ndarray, quick: list[Face], min_score: float, upsampl
     """HOG faces of a photo where the quick look found ``quick``, searched as
     :func:`other_faces_plan` says; a hit on a quick-look face is not fitted again."""
     h, w = image.shape[:2]
-    side = max(float(np.ptp(f.landmarks, axis=0).max()) for f in quick)   # box_from_landmarks' side
-    up, longer = other_faces_plan(h, w, side, upsample, max_side, min_size)
+    up, longer = other_faces_plan(h, w, upsample, max_side, min_size)
     found, used = _detections(image, "hog", min_score, up, longer, min_size)
     found = [d for d in found if not any(_boxes_overlap(_clip_box(d[0], w, h), q.box) for q in quick)]
     return _fit_detections(image, found, "hog", used)

@@ -183,8 +183,9 @@ def test_a_scene_photo_is_searched_not_taken_for_one_face_crop():
     assert find_faces(read_image(images / "maksssksksss123.jpg")).faces == []
 
 
-def test_a_face_filling_the_quick_look_does_not_hide_a_smaller_face_beside_it():
-    """A photo with one big face (seen by the quick look) and a smaller one beside it: both."""
+def _big_face_beside(small_side: int) -> np.ndarray:
+    """A 600x440 photo: obama.jpg's face over its left 440 px (the quick look's), and on the right
+    a chandrikadeb7 crop ``small_side`` px across that HOG finds there on its own."""
     import cv2
 
     photo = read_image(require_shared("faces", "identities", "barack_obama", "obama.jpg"))
@@ -197,23 +198,34 @@ def test_a_face_filling_the_quick_look_does_not_hide_a_smaller_face_beside_it():
     canvas[:, :440] = cv2.resize(region, (440, 440), interpolation=cv2.INTER_AREA)
     crops = require_shared("masks", "chandrikadeb7", "without_mask")
     for path in sorted(crops.glob("*.jpg"))[:40]:
-        small = cv2.resize(read_image(path), (150, 150), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(read_image(path), (small_side, small_side), interpolation=cv2.INTER_AREA)
         with_small = canvas.copy()
-        with_small[280:430, 445:595] = small
+        with_small[430 - small_side:430, 595 - small_side:595] = small
         if detect_faces(np.ascontiguousarray(with_small[:, 440:])):
-            break
-    else:
-        pytest.fail("no chandrikadeb7 crop that HOG finds on its own among 40")
-    found = find_faces(with_small).faces
-    assert [f.found_by for f in found][0] == "quick look", "the big face should be the quick look's"
-    assert len(found) == 2
-    assert found[1].box[0] >= 440     # the small face, right of the big one
+            return with_small
+    pytest.fail(f"no chandrikadeb7 crop at {small_side} px that HOG finds on its own among 40")
 
 
-def test_beside_a_quick_look_face_other_faces_are_searched_on_a_coarser_copy(monkeypatch):
+@pytest.mark.parametrize("small_side", [150, 75])
+def test_a_face_filling_the_quick_look_does_not_hide_a_smaller_face_beside_it(small_side):
+    """A photo with one big face (seen by the quick look) and a smaller one beside it: both, for
+    ``detect`` (min_size 0) and ``synth-masks`` (min_size 40). At 75 px the small face is ~0.23 of
+    the big one (a face in the background of a close-up), wider than synth-masks' --min-face:
+    a search for faces down to 0.3 of the quick-look face lost it."""
+    with_small = _big_face_beside(small_side)
+    for min_size in (0, 40):
+        found = find_faces(with_small, min_size=min_size).faces
+        assert [f.found_by for f in found][0] == "quick look", "the big face should be the quick look's"
+        assert len(found) == 2, (min_size, [f.box for f in found])
+        assert found[1].box[0] >= 440     # the small face, right of the big one
+        assert found[1].box[2] - found[1].box[0] > 40
+
+
+def test_beside_a_quick_look_face_other_faces_are_searched_down_to_min_size(monkeypatch):
     """A 320x428 crop whose quick-look face (~200 px) leaves room for another face: the photo is
-    still searched, but with HOG's window at OTHER_FACE_SHARE of that face, not at upsample 1 on
-    the whole photo (4x its pixels); the one face is the quick look's."""
+    searched for faces down to ``min_size`` as a photo without a quick-look face would be (the
+    full search's first pass at min_size 40), on a coarser copy only where ``min_size`` is larger
+    than what that pass sees; the one face is the quick look's."""
     import maskprep.faces as faces
 
     image = read_image(require_shared("masks", "chandrikadeb7", "without_mask", "122.jpg"))
@@ -226,15 +238,19 @@ def test_beside_a_quick_look_face_other_faces_are_searched_on_a_coarser_copy(mon
         return real(model, searched, up)
 
     monkeypatch.setattr(faces, "_run_detector", recording)
-    search = find_faces(image, min_size=40)
-    assert [f.found_by for f in search.faces] == ["quick look"]
-    assert max(h, w) > faces.CROP_NO_SEARCH_SIDE and not faces._dominates(search.faces, h, w)
-    assert len(passes) == 1 and passes[0][0] < 0.5 * h * w * 4, passes
-    # the plan: never finer than the plain search's first pass, nor finer than min_size needs
-    assert faces.other_faces_plan(h, w, 100.0, min_size=40) == (1, max(h, w))
-    assert faces.other_faces_plan(h, w, 400.0, min_size=40) == (0, round(max(h, w) * 80 / 120))
-    assert faces.other_faces_plan(h, w, 400.0, min_size=160) == (0, round(max(h, w) * 80 / 160))
-    assert faces.other_faces_plan(h, w, 400.0, upsample=1) == (1, faces.DEFAULT_MAX_SIDE)
+    for min_size, pixels in ((40, h * w * 4), (160, round(max(h, w) * 0.5) ** 2 * h * w / max(h, w) ** 2)):
+        passes.clear()
+        search = find_faces(image, min_size=min_size)
+        assert [f.found_by for f in search.faces] == ["quick look"]
+        assert max(h, w) > faces.CROP_NO_SEARCH_SIDE and not faces._dominates(search.faces, h, w)
+        assert len(passes) == 1 and passes[0][0] == pytest.approx(pixels, rel=0.02), passes
+    # the plan: the full search's unless min_size leaves its smallest faces unused
+    assert faces.other_faces_plan(h, w, min_size=0) == (None, faces.DEFAULT_MAX_SIDE)
+    assert faces.other_faces_plan(h, w, min_size=40) == (None, faces.DEFAULT_MAX_SIDE)
+    assert faces.other_faces_plan(h, w, min_size=60) == (1, round(max(h, w) * 80 / 120))
+    assert faces.other_faces_plan(h, w, min_size=160) == (0, round(max(h, w) * 80 / 160))
+    assert faces.other_faces_plan(h, w, upsample=1, min_size=160) == (1, faces.DEFAULT_MAX_SIDE)
+    assert faces.other_faces_plan(1280, 960, min_size=40) == (None, faces.DEFAULT_MAX_SIDE)
 
 
 def test_a_strip_thinner_than_the_cnn_accepts_has_no_face_rather_than_an_error():
