@@ -755,8 +755,8 @@ def test_a_blurred_crop_masked_up_to_the_eyes_is_confirmed_by_its_upper_face_not
 
 def test_one_synthetic_mask_on_two_different_people_is_not_a_masked_copy(masks_data, tmp_path):
     """synth-masks paints one N95 template on a woman's and on a man's face crop: the template matches
-    itself (before the fix, 22 feature matches on one transform, 20 of them on the mask, and the audit
-    listed the two as a masked copy). The woman's unmasked photo beside them is still found as the
+    itself (before the fix: 22 feature matches on one transform, 11 of them in the mask area of both,
+    and the audit listed the two as a masked copy). The woman's unmasked photo beside them is still found as the
     source of her masked copy."""
     from maskprep.masks.synth import synth_masks
     src = masks_data / "chandrikadeb7" / "without_mask"
