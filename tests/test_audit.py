@@ -751,3 +751,24 @@ def test_a_blurred_crop_masked_up_to_the_eyes_is_confirmed_by_its_upper_face_not
     assert set(found) == {(0, 1)} and found[(0, 1)]["method"] == "landmarks", found
     from maskprep.audit.report import _pair_text   # the page says why
     assert "the upper face correlates" in _pair_text({"agreement": 0.5, "transform": found[(0, 1)]})
+
+
+def test_one_synthetic_mask_on_two_different_people_is_not_a_masked_copy(masks_data, tmp_path):
+    """synth-masks paints one N95 template on a woman's and on a man's face crop: the template matches
+    itself (before the fix: 22 feature matches on one transform, 11 of them in the mask area of both,
+    and the audit listed the two as a masked copy). The woman's unmasked photo beside them is still found as the
+    source of her masked copy."""
+    from maskprep.masks.synth import synth_masks
+    src = masks_data / "chandrikadeb7" / "without_mask"
+    photos = tmp_path / "photos"
+    for name in ("1_0_aidai_0022", "1_0_anhu_0186"):   # a woman, a man (the draw depends on the name)
+        _copy(src / f"{name}.jpg", photos / f"{name}.jpg")
+    synth_masks(photos, tmp_path / "masked", types="n95", workers=1, progress=False)
+    data = tmp_path / "data"
+    _copy(tmp_path / "masked" / "1_0_aidai_0022__n95_correct.jpg", data / "train" / "with_mask" / "w.jpg")
+    _copy(tmp_path / "masked" / "1_0_anhu_0186__n95_correct.jpg", data / "test" / "with_mask" / "m.jpg")
+    _copy(src / "1_0_aidai_0022.jpg", data / "test" / "without_mask" / "w0.jpg")
+    report = audit(data, workers=1, progress=False)
+    pairs = {frozenset((p["a"], p["b"])) for f in report.leakage if f["kind"] == "masked_copy" for p in f["pairs"]}
+    assert frozenset(("test/with_mask/m.jpg", "train/with_mask/w.jpg")) not in pairs, report.leakage
+    assert frozenset(("test/without_mask/w0.jpg", "train/with_mask/w.jpg")) in pairs, report.leakage
