@@ -753,25 +753,31 @@ def test_a_blurred_crop_masked_up_to_the_eyes_is_confirmed_by_its_upper_face_not
     assert "the upper face correlates" in _pair_text({"agreement": 0.5, "transform": found[(0, 1)]})
 
 
+def _one_template_on_two_photos(masks_data, tmp_path, names: tuple[str, str], mask_type: str):
+    """The audit of: ``names[0]`` masked (``mask_type``) in train, ``names[1]`` masked the same way in
+    test, and ``names[0]`` unmasked in test (its real masked copy); returns the masked-copy pairs."""
+    from maskprep.masks.synth import synth_masks
+    src = masks_data / "chandrikadeb7" / "without_mask"
+    photos = tmp_path / "photos"
+    for name in names:   # (the draw of the mask depends on the name)
+        _copy(src / f"{name}.jpg", photos / f"{name}.jpg")
+    synth_masks(photos, tmp_path / "masked", types=mask_type, workers=1, progress=False)
+    data = tmp_path / "data"
+    _copy(tmp_path / "masked" / f"{names[0]}__{mask_type}_correct.jpg", data / "train" / "with_mask" / "a.jpg")
+    _copy(tmp_path / "masked" / f"{names[1]}__{mask_type}_correct.jpg", data / "test" / "with_mask" / "b.jpg")
+    _copy(src / f"{names[0]}.jpg", data / "test" / "without_mask" / "a0.jpg")
+    report = audit(data, workers=1, progress=False)
+    return {frozenset((p["a"], p["b"])) for f in report.leakage if f["kind"] == "masked_copy" for p in f["pairs"]}
+
+
 def test_one_synthetic_mask_on_two_different_people_is_not_a_masked_copy(masks_data, tmp_path):
     """synth-masks paints one N95 template on a woman's and on a man's face crop: the template matches
     itself (before the fix: 22 feature matches on one transform, 11 of them in the mask area of both,
     and the audit listed the two as a masked copy). The woman's unmasked photo beside them is still found as the
     source of her masked copy."""
-    from maskprep.masks.synth import synth_masks
-    src = masks_data / "chandrikadeb7" / "without_mask"
-    photos = tmp_path / "photos"
-    for name in ("1_0_aidai_0022", "1_0_anhu_0186"):   # a woman, a man (the draw depends on the name)
-        _copy(src / f"{name}.jpg", photos / f"{name}.jpg")
-    synth_masks(photos, tmp_path / "masked", types="n95", workers=1, progress=False)
-    data = tmp_path / "data"
-    _copy(tmp_path / "masked" / "1_0_aidai_0022__n95_correct.jpg", data / "train" / "with_mask" / "w.jpg")
-    _copy(tmp_path / "masked" / "1_0_anhu_0186__n95_correct.jpg", data / "test" / "with_mask" / "m.jpg")
-    _copy(src / "1_0_aidai_0022.jpg", data / "test" / "without_mask" / "w0.jpg")
-    report = audit(data, workers=1, progress=False)
-    pairs = {frozenset((p["a"], p["b"])) for f in report.leakage if f["kind"] == "masked_copy" for p in f["pairs"]}
-    assert frozenset(("test/with_mask/m.jpg", "train/with_mask/w.jpg")) not in pairs, report.leakage
-    assert frozenset(("test/without_mask/w0.jpg", "train/with_mask/w.jpg")) in pairs, report.leakage
+    pairs = _one_template_on_two_photos(masks_data, tmp_path, ("1_0_aidai_0022", "1_0_anhu_0186"), "n95")
+    assert frozenset(("test/with_mask/b.jpg", "train/with_mask/a.jpg")) not in pairs, pairs
+    assert frozenset(("test/without_mask/a0.jpg", "train/with_mask/a.jpg")) in pairs, pairs
 
 
 def test_one_kf94_template_on_two_photos_of_one_person_is_not_a_masked_copy(masks_data, tmp_path):
@@ -779,17 +785,6 @@ def test_one_kf94_template_on_two_photos_of_one_person_is_not_a_masked_copy(mask
     of the frame): 38 feature matches fit one transform, most on the two masks, and the strong-match rule
     took them with a correlation of 0.75 (listed as a masked copy). Inliers mostly on both lower faces,
     as the landmarks place them, are no evidence of one photo; the unmasked source beside them still is."""
-    from maskprep.masks.synth import synth_masks
-    src = masks_data / "chandrikadeb7" / "without_mask"
-    photos = tmp_path / "photos"
-    for name in ("1_0_aidai_0024", "1_0_aidai_0068"):
-        _copy(src / f"{name}.jpg", photos / f"{name}.jpg")
-    synth_masks(photos, tmp_path / "masked", types="kf94", workers=1, progress=False)
-    data = tmp_path / "data"
-    _copy(tmp_path / "masked" / "1_0_aidai_0024__kf94_correct.jpg", data / "train" / "with_mask" / "a.jpg")
-    _copy(tmp_path / "masked" / "1_0_aidai_0068__kf94_correct.jpg", data / "test" / "with_mask" / "b.jpg")
-    _copy(src / "1_0_aidai_0024.jpg", data / "test" / "without_mask" / "a0.jpg")
-    report = audit(data, workers=1, progress=False)
-    pairs = {frozenset((p["a"], p["b"])) for f in report.leakage if f["kind"] == "masked_copy" for p in f["pairs"]}
-    assert frozenset(("test/with_mask/b.jpg", "train/with_mask/a.jpg")) not in pairs, report.leakage
-    assert frozenset(("test/without_mask/a0.jpg", "train/with_mask/a.jpg")) in pairs, report.leakage
+    pairs = _one_template_on_two_photos(masks_data, tmp_path, ("1_0_aidai_0024", "1_0_aidai_0068"), "kf94")
+    assert frozenset(("test/with_mask/b.jpg", "train/with_mask/a.jpg")) not in pairs, pairs
+    assert frozenset(("test/without_mask/a0.jpg", "train/with_mask/a.jpg")) in pairs, pairs
