@@ -492,17 +492,26 @@ def settle_landmarks(image: np.ndarray, landmarks: np.ndarray, rounds: int,
     return lm, drift
 
 
+def _crop_face_box(h: int, w: int) -> tuple[float, float, float, float]:
+    return (CROP_FACE_BOX[0] * w, CROP_FACE_BOX[1] * h, CROP_FACE_BOX[2] * w, CROP_FACE_BOX[3] * h)
+
+
+def crop_landmarks(image: np.ndarray, rounds: int = CROP_FIT_ROUNDS) -> tuple[np.ndarray, float]:
+    """The landmarks of the whole image taken as a tight face crop, unjudged: fitted in the usual
+    face box of such crops, then refitted ``rounds - 1`` times from the box they imply; returns them
+    and how far the last refit moved them (:func:`settle_landmarks`)."""
+    h, w = image.shape[:2]
+    return settle_landmarks(image, landmarks_for_box(image, _crop_face_box(h, w)), rounds - 1)
+
+
 def fit_crop(image: np.ndarray, rounds: int = CROP_FIT_ROUNDS) -> CropFit:
     """Treat the whole image as a tight face crop: landmarks fitted in the usual face box of such
     crops, then refitted from the box they imply until they settle; judged on shape and pixels,
     and a plausible fit that is not settled is shown to HOG (:func:`hog_check`)."""
     image = _as_dlib_image(image)
     h, w = image.shape[:2]
-    box: tuple[float, ...] = (CROP_FACE_BOX[0] * w, CROP_FACE_BOX[1] * h,
-                              CROP_FACE_BOX[2] * w, CROP_FACE_BOX[3] * h)
-    lm, drift = settle_landmarks(image, landmarks_for_box(image, box), rounds - 1)
-    if rounds > 1:
-        box = box_from_landmarks(lm)
+    lm, drift = crop_landmarks(image, rounds)
+    box = box_from_landmarks(lm) if rounds > 1 else _crop_face_box(h, w)
     reason = shape_reason(lm)
     skin, contrast = face_evidence(image, lm) if reason is None else (0.0, 0.0)
     if reason is None and skin < MIN_SKIN:

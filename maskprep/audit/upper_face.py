@@ -25,7 +25,7 @@ from maskprep import faces
 LOWER_FACE = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 28, 40, 41, 46, 47)
 LOWER_FACE_GROW = 1.1       # the hull grown about its centre: straps and the mask's edge spill over
 MIN_UPPER_AREA = 0.2        # share of a view left to compare outside the lower face; less is too little
-FIT_ROUNDS = 2              # refits of the face-crop fit (faces.settle_landmarks)
+FIT_ROUNDS = 2              # refits of the face-crop fit (faces.crop_landmarks)
 
 
 def view_landmarks(view: np.ndarray) -> np.ndarray:
@@ -34,10 +34,7 @@ def view_landmarks(view: np.ndarray) -> np.ndarray:
     found = faces.quick_look(view)
     if found:
         return found[0].landmarks
-    h, w = view.shape[:2]
-    x0, y0, x1, y1 = faces.CROP_FACE_BOX
-    first = faces.landmarks_for_box(view, (x0 * w, y0 * h, x1 * w, y1 * h))
-    return faces.settle_landmarks(view, first, FIT_ROUNDS)[0]
+    return faces.crop_landmarks(view, FIT_ROUNDS + 1)[0]
 
 
 def mirror_landmarks(landmarks: np.ndarray, width: int) -> np.ndarray:
