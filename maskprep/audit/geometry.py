@@ -191,13 +191,15 @@ class FeatureCache:
         self._cache: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray | None]] = {}
         self.fits: dict[tuple[int, int, bool], Any] = {}   # feature_transform's fits
 
+    def view(self, k: int, mirrored: bool) -> np.ndarray:
+        """The grey view of picture ``k``, mirrored when asked (the frame its features are in)."""
+        view = self.data[k].view
+        return np.ascontiguousarray(view[:, ::-1]) if mirrored else view
+
     def get(self, k: int, mirrored: bool) -> tuple[np.ndarray, np.ndarray | None]:
         key = (k, mirrored)
         if key not in self._cache:
-            view = self.data[k].view
-            if mirrored:
-                view = np.ascontiguousarray(view[:, ::-1])
-            kp, desc = _orb().detectAndCompute(view, None)
+            kp, desc = _orb().detectAndCompute(self.view(k, mirrored), None)
             self._cache[key] = (np.float32([p.pt for p in kp]).reshape(-1, 2), desc)
         return self._cache[key]
 
@@ -301,8 +303,7 @@ def confirm_pair(features: FeatureCache, i: int, j: int, mirrored: bool,
     usual = n >= min_inliers and share >= MIN_INLIER_SHARE
     if not _plausible(scale, rotation) or not (usual or few or consistent):
         return None
-    va, vb = features.data[i].view, features.data[j].view
-    view_a = np.ascontiguousarray(va[:, ::-1]) if mirrored else va
+    view_a, vb = features.view(i, mirrored), features.data[j].view
     # Compared in both frames: the mask area sits where MASK_REGION says in the frame of the face that
     # was masked, and a little off it in the other one.
     ncc = max(aligned_correlation(view_a, vb, matrix),
@@ -344,8 +345,7 @@ def confirm_by_landmarks(features: FeatureCache, landmarks: LandmarkCache, i: in
     if best is None:
         return None
     mirrored, (matrix, n, matches, scale, rotation) = best
-    va, vb = features.data[i].view, features.data[j].view
-    view_a = np.ascontiguousarray(va[:, ::-1]) if mirrored else va
+    view_a, vb = features.view(i, mirrored), features.data[j].view
     # In both frames: only one face is masked, and its own landmarks are the less sure.
     ncc = max(_upper_face_correlation(view_a, vb, matrix, landmarks.get(j, False)),
               _upper_face_correlation(vb, view_a, cv2.invertAffineTransform(matrix), landmarks.get(i, mirrored)))
